@@ -1,0 +1,176 @@
+"""The networks (VGG-style CNN, parameter-matched MLP) and the checkpoint that rebuilds them.
+
+A model takes float faces (N, 1, 48, 48) on the 0..1 scale; the normalisation statistics of its
+training split live inside it as buffers, so a checkpoint alone is enough to predict.
+"""
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import torch
+from torch import nn
+
+DEFAULT_VGG = {"arch": "vgg", "channels": [64, 128, 256, 512], "convs_per_stage": 2, "hidden": 256,
+               "dropout": 0.4, "stage_dropout": 0.1}
+CHECKPOINT_FORMAT = 1
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    # No conv bias: the BatchNorm shift that follows makes it redundant.
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class VGG(nn.Module):
+    """Stages of (3x3 conv, BatchNorm, ReLU) x convs_per_stage, each closed by 2x2 max-pool."""
+
+    def __init__(self, channels: list[int], convs_per_stage: int = 2, hidden: int = 256, dropout: float = 0.4,
+                 stage_dropout: float = 0.1, num_classes: int = 7, mean: float = 0.0, std: float = 1.0,
+                 side: int = 48):
+        super().__init__()
+        layers: list[nn.Module] = [Normalize(mean, std)]
+        cin = 1
+        for cout in channels:
+            for _ in range(convs_per_stage):
+                layers += conv_bn_relu(cin, cout)
+                cin = cout
+            layers += [nn.MaxPool2d(2), nn.Dropout(stage_dropout)]
+        self.features = nn.Sequential(*layers)
+        spatial = side // 2 ** len(channels)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(cin * spatial * spatial, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class MLP(nn.Module):
+    """Fully connected baseline: depth hidden layers of (Linear, BatchNorm, ReLU, Dropout)."""
+
+    def __init__(self, hidden: int, depth: int = 2, dropout: float = 0.4, num_classes: int = 7,
+                 mean: float = 0.0, std: float = 1.0, side: int = 48):
+        super().__init__()
+        layers: list[nn.Module] = [Normalize(mean, std), nn.Flatten()]
+        width = side * side
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                       nn.Dropout(dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+ARCHITECTURES = {"vgg": VGG, "mlp": MLP}
+
+
+def build_model(config: dict) -> nn.Module:
+    """config = {"arch": name, **constructor keyword arguments}; the same dict a checkpoint stores."""
+    kwargs = dict(config)
+    return ARCHITECTURES[kwargs.pop("arch")](**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def mlp_params(hidden: int, depth: int, side: int = 48, num_classes: int = 7) -> int:
+    # Each hidden layer: weights + BatchNorm scale and shift; then the output layer with its bias.
+    inputs = side * side
+    first = inputs * hidden + 2 * hidden
+    return first + (depth - 1) * (hidden * hidden + 2 * hidden) + hidden * num_classes + num_classes
+
+
+def matched_mlp_config(target_params: int, depth: int = 2, tolerance: float = 0.01, **kwargs) -> dict:
+    """The MLP config whose parameter count is closest to target_params (must be within tolerance)."""
+    lo, hi = 1, 1
+    while mlp_params(hi, depth) < target_params:
+        hi *= 2
+    while lo < hi:  # smallest width reaching the target; its predecessor may be closer
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if mlp_params(mid, depth) < target_params else (lo, mid)
+    hidden = min((lo - 1, lo), key=lambda h: abs(mlp_params(h, depth) - target_params) if h > 0 else float("inf"))
+    error = abs(mlp_params(hidden, depth) - target_params) / target_params
+    if error > tolerance:
+        raise ValueError(f"no {depth}-layer MLP within {tolerance:.0%} of {target_params} parameters")
+    return {"arch": "mlp", "hidden": hidden, "depth": depth, **kwargs}
+
+
+def git_commit() -> str:
+    """HEAD of the repository holding this file, '+dirty' when it has uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file,
+    and a failed write leaves the old file (or none) in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj: object, path: str | Path) -> None:
+    with atomic_write(path) as f:
+        torch.save(obj, f)
+
+
+def make_checkpoint(model: nn.Module, config: dict, **metadata) -> dict:
+    """Everything needed to rebuild and audit a model: only tensors, numbers, strings, lists and dicts."""
+    return {"format": CHECKPOINT_FORMAT, "config": config, "state_dict": model.state_dict(), **metadata}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code runs
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a model checkpoint of this project (format {CHECKPOINT_FORMAT})")
+    return checkpoint
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the network from the checkpoint alone, in eval mode; fp16-stored weights come back as fp32."""
+    checkpoint = load_checkpoint(path)
+    model = build_model(checkpoint["config"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+    model.load_state_dict(state)
+    return model.to(device).eval(), checkpoint

@@ -1,0 +1,98 @@
+"""Write the Kaggle submission (id,label) for a CSV of faces.
+
+  python predict.py <test.csv> <pred.csv> [--model PATH ...] [--no-tta]
+
+Several --model paths form an ensemble: their class probabilities are averaged.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dataset import DataError, read_faces
+from model import atomic_write, load_model
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MODELS = [str(HERE / "weights" / "vgg_cpu.pt")]  # the released weights (weights/MANIFEST)
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 512, tta: bool = True,
+                  bf16: bool = False) -> torch.Tensor:
+    """Class probabilities for uint8 faces (N, 1, 48, 48), averaged over the face and its mirror image."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device).float().div_(255)
+        x = x.contiguous(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest in
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            p = model(x).float().softmax(1)
+            if tta:
+                p = (p + model(x.flip(3)).float().softmax(1)) / 2
+        out.append(p.float().cpu())
+    return torch.cat(out)
+
+
+def ensemble_proba(model_paths: list[str], images: torch.Tensor, tta: bool = True,
+                   batch_size: int = 512) -> torch.Tensor:
+    """Mean of the models' probabilities; fp32 on the CPU, so the same input gives the same bytes."""
+    total = torch.zeros(len(images), 7)
+    for path in model_paths:
+        model, _ = load_model(path)
+        total += predict_proba(model.to(memory_format=torch.channels_last), images, batch_size, tta)
+    return total / len(model_paths)
+
+
+def write_submission(ids: np.ndarray, labels: np.ndarray, path: str | Path) -> None:
+    """id,label rows in input order, written atomically."""
+    with atomic_write(path, "w") as f:
+        f.write("id,label\n")
+        f.writelines(f"{i},{c}\n" for i, c in zip(ids.tolist(), labels.tolist(), strict=True))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Predict FER2013 expressions into an id,label CSV.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("test_csv", help="faces to label: id,feature (or any accepted format; no id: row numbers)")
+    p.add_argument("pred_csv", help="where the id,label submission goes")
+    p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
+                   f"released weights, {', '.join(Path(m).name for m in DEFAULT_MODELS)})")
+    p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: PyTorch's default")
+    return p.parse_args(argv)
+
+
+def fail(message: str) -> None:
+    print(f"predict.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    models = args.model or DEFAULT_MODELS
+    missing = [m for m in models if not Path(m).is_file()]
+    if missing:
+        fail(f"{missing[0]}: model file not found (the released weights: bash hw2_download.sh)")
+    out_dir = Path(args.pred_csv).parent
+    if not out_dir.is_dir():
+        fail(f"{args.pred_csv}: folder {out_dir} does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        faces = read_faces(args.test_csv)
+        probs = ensemble_proba(models, faces.images, tta=not args.no_tta, batch_size=args.batch_size)
+    except DataError as e:
+        fail(str(e))
+    except (ValueError, RuntimeError, KeyError) as e:  # a corrupt or foreign model file
+        fail(f"could not load the model: {str(e).splitlines()[0]}")
+    write_submission(faces.ids, probs.argmax(1).numpy(), args.pred_csv)
+
+
+if __name__ == "__main__":
+    main()
