@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULTS = {
     "out": str(HERE / "weights" / "trained.pt"),
     "epochs": 60, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-    "label_smoothing": 0.1, "warmup": 0.2, "val_fraction": 0.1, "patience": 15, "seed": 0,
+    "label_smoothing": 0.1, "warmup": 0.2, "val_fraction": 0.1, "patience": 15, "seed": 0, "split_seed": 0,
     "device": "auto", "workers": -1, "bf16": "auto",
     "arch": DEFAULT_VGG["arch"], "channels": ",".join(map(str, DEFAULT_VGG["channels"])),
     "convs_per_stage": DEFAULT_VGG["convs_per_stage"], "hidden": DEFAULT_VGG["hidden"],
@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--warmup", type=float, help="fraction of the steps spent raising the learning rate")
     g.add_argument("--patience", type=int, help="stop after this many epochs without a better val accuracy")
     g.add_argument("--val-fraction", type=float, help="stratified held-out fraction (files without Usage)")
-    g.add_argument("--seed", type=int, help="seeds the split, the initialisation and every epoch's shuffling")
+    g.add_argument("--seed", type=int, help="seeds the initialisation, the shuffling and the augmentation")
+    g.add_argument("--split-seed", type=int, help="seeds the held-out split; keep it fixed to compare or ensemble")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     g.add_argument("--workers", type=int, help="data-loader processes; -1: 1 on CPU, 8 on CUDA")
@@ -119,7 +120,8 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, optim
                     scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: nn.Module, device: torch.device,
                     bf16: bool, desc: str) -> tuple[float, float]:
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    # Sums stay on the device: a .item() per step would make the CPU wait for the GPU every batch.
+    total_loss, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
     for x, y in tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True):
         # channels_last: the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest in.
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -131,10 +133,10 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, optim
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-    return total_loss / seen, correct / seen
+    return total_loss.item() / seen, correct.item() / seen
 
 
 def make_loader(dataset: FaceDataset, args: argparse.Namespace, device: torch.device,
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         faces = read_faces(args.train_csv, require_labels=True)
     except DataError as e:
         fail(str(e))
-    train_idx, val_idx, split = train_val_split(faces, args.val_fraction, args.seed)
+    train_idx, val_idx, split = train_val_split(faces, args.val_fraction, args.split_seed)
     mean, std = pixel_stats(faces.images[train_idx])
     config = model_config(args, mean, std)
     model = build_model(config).to(device).to(memory_format=torch.channels_last)

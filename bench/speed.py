@@ -1,0 +1,73 @@
+"""Speed figures on the real data: CSV loading and end-to-end prediction (start-up included).
+
+  python bench/speed.py [--data ../shared/fer2013] [--repeats 3] [--model PATH ...]
+
+Prints one line per figure; prediction runs as a user runs it (a fresh `python predict.py` process),
+and the submissions of all repeats are compared byte for byte.
+"""
+
+import argparse
+import hashlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dataset import read_faces  # noqa: E402
+
+
+def time_load(path: Path, repeats: int) -> list[float]:
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        read_faces(path)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def time_predict(test_csv: Path, models: list[str], repeats: int, extra: list[str]) -> tuple[list[float], set[str]]:
+    seconds, digests = [], set()
+    model_flags = [flag for m in models for flag in ("--model", m)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            pred = Path(tmp) / f"pred{i}.csv"
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(ROOT / "predict.py"), str(test_csv), str(pred), *model_flags, *extra],
+                           check=True)
+            seconds.append(time.perf_counter() - start)
+            digests.add(hashlib.sha256(pred.read_bytes()).hexdigest())
+    return seconds, digests
+
+
+def summary(seconds: list[float]) -> str:
+    spread = f"min {min(seconds):.2f}, max {max(seconds):.2f}, n={len(seconds)}"
+    return f"median {statistics.median(seconds):.2f} s ({spread})"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "fer2013")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--model", action="append", default=[], help="default: predict.py's released weights")
+    p.add_argument("--no-tta", action="store_true")
+    args = p.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}")
+    print(f"load train.csv.gz (28,709 rows): {summary(time_load(args.data / 'train.csv.gz', args.repeats))}")
+    print(f"load test.csv.gz (7,178 rows): {summary(time_load(args.data / 'test.csv.gz', args.repeats))}")
+    extra = ["--no-tta"] if args.no_tta else []
+    seconds, digests = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra)
+    models = ", ".join(args.model) or "released weights"
+    tta = "no TTA" if extra else "flip TTA"
+    print(f"predict test.csv.gz ({models}, {tta}), wall incl. start-up: {summary(seconds)}")
+    print(f"byte-identical submissions across {args.repeats} runs: {len(digests) == 1}")
+
+
+if __name__ == "__main__":
+    main()

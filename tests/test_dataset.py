@@ -1,0 +1,163 @@
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, pixel_strings, synthetic_faces, write_csv
+
+from dataset import DataError, FaceDataset, read_faces, stratified_split, train_augmentation, train_val_split
+
+IMAGES, LABELS = synthetic_faces(12, seed=3)
+PIXELS = pixel_strings(IMAGES)
+USAGE = ["Training"] * 6 + ["PublicTest"] * 3 + ["PrivateTest"] * 3
+
+FORMATS = {
+    "train": ("label,feature", [f"{y},{p}" for y, p in zip(LABELS, PIXELS, strict=True)]),
+    "test": ("id,feature", [f"{100 + i},{p}" for i, p in enumerate(PIXELS)]),
+    "fer2013": ("emotion,pixels,Usage", [f"{y},{p},{u}" for y, p, u in zip(LABELS, PIXELS, USAGE, strict=True)]),
+    "icml": ("emotion, Usage, pixels", [f"{y}, {u}, {p}" for y, p, u in zip(LABELS, PIXELS, USAGE, strict=True)]),
+}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+@pytest.mark.parametrize("kind", FORMATS)
+def test_reads_each_format_plain_and_gzip(tmp_path: Path, kind: str, suffix: str) -> None:
+    header, rows = FORMATS[kind]
+    faces = read_faces(write_csv(tmp_path / f"{kind}{suffix}", header, rows))
+    assert faces.images.dtype == torch.uint8 and faces.images.shape == (12, 1, 48, 48)
+    assert np.array_equal(faces.images.view(12, -1).numpy(), IMAGES)
+    if kind == "test":
+        assert faces.labels is None and faces.ids.tolist() == list(range(100, 112))
+    else:
+        assert faces.labels.tolist() == LABELS.tolist() and faces.ids.tolist() == list(range(12))
+    if kind in ("fer2013", "icml"):
+        assert faces.usage.tolist() == USAGE
+
+
+def test_header_names_are_case_and_space_insensitive(tmp_path: Path) -> None:
+    faces = read_faces(write_csv(tmp_path / "t.csv", " Label , FEATURE ", FORMATS["train"][1]))
+    assert faces.labels.tolist() == LABELS.tolist()
+
+
+def test_gzip_is_recognised_by_content_not_name(tmp_path: Path) -> None:
+    gz = write_csv(tmp_path / "t.csv.gz", *FORMATS["train"])
+    misnamed = tmp_path / "t.csv"
+    misnamed.write_bytes(gz.read_bytes())
+    assert read_faces(misnamed).labels.tolist() == LABELS.tolist()
+
+
+def test_usage_column_gives_the_challenge_split(tmp_path: Path) -> None:
+    faces = read_faces(write_csv(tmp_path / "f.csv", *FORMATS["fer2013"]))
+    train_idx, val_idx, split = train_val_split(faces, 0.1, seed=0)
+    assert train_idx.tolist() == list(range(6)) and val_idx.tolist() == [6, 7, 8]
+    assert split["method"] == "usage"
+
+
+def test_stratified_split_keeps_class_proportions_and_is_seeded() -> None:
+    labels = np.repeat(np.arange(7), [400, 40, 400, 700, 480, 310, 490])
+    train_idx, val_idx = stratified_split(labels, 0.1, seed=5)
+    assert np.bincount(labels[val_idx]).tolist() == [40, 4, 40, 70, 48, 31, 49]
+    assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(labels.size))
+    assert np.array_equal(stratified_split(labels, 0.1, seed=5)[1], val_idx)
+    assert not np.array_equal(stratified_split(labels, 0.1, seed=6)[1], val_idx)
+
+
+def replace_row(rows: list[str], i: int, row: str) -> list[str]:
+    return [*rows[:i], row, *rows[i + 1:]]
+
+
+TRAIN_ROWS = FORMATS["train"][1]
+TEST_ROWS = FORMATS["test"][1]
+SHORT = " ".join(PIXELS[3].split()[:-1])
+BAD_INPUTS = {
+    # name: (header, rows, expected message fragment, line)
+    "missing column": ("label,pixels_x", TRAIN_ROWS, "missing column 'feature' or 'pixels'", 1),
+    "too few pixels": ("label,feature", replace_row(TRAIN_ROWS, 3, f"1,{SHORT}"), "expected 2304 pixel values, found 2303", 5),
+    "too many pixels": ("label,feature", replace_row(TRAIN_ROWS, 0, f"1,{PIXELS[0]} 7"), "found 2305", 2),
+    "empty pixels": ("label,feature", replace_row(TRAIN_ROWS, 2, "1,"), "found 0", 4),
+    "non-integer pixel": ("label,feature", replace_row(TRAIN_ROWS, 4, "1," + PIXELS[4].replace(" ", " 1.5 ", 1)[:-4]),
+                          "pixel value '1.5' is not an integer in 0..255", 6),
+    "text pixel": ("label,feature", replace_row(TRAIN_ROWS, 1, "1,abc " + " ".join(PIXELS[1].split()[1:])),
+                   "pixel value 'abc'", 3),
+    "pixel 256": ("label,feature", replace_row(TRAIN_ROWS, 7, "1,256 " + " ".join(PIXELS[7].split()[1:])),
+                  "pixel value '256' is not an integer in 0..255", 9),
+    "negative pixel": ("label,feature", replace_row(TRAIN_ROWS, 5, "1,-3 " + " ".join(PIXELS[5].split()[1:])),
+                       "pixel value '-3'", 7),
+    "huge pixel": ("label,feature", replace_row(TRAIN_ROWS, 5, "1,4294967296 " + " ".join(PIXELS[5].split()[1:])),
+                   "pixel value '4294967296'", 7),
+    "label 7": ("label,feature", replace_row(TRAIN_ROWS, 2, f"7,{PIXELS[2]}"), "label '7' is not one of 0..6", 4),
+    "label -1": ("label,feature", replace_row(TRAIN_ROWS, 2, f"-1,{PIXELS[2]}"), "label '-1' is not one of 0..6", 4),
+    "missing label": ("label,feature", replace_row(TRAIN_ROWS, 9, f",{PIXELS[9]}"), "missing label", 11),
+    "text label": ("label,feature", replace_row(TRAIN_ROWS, 9, f"happy,{PIXELS[9]}"), "label 'happy' is not an integer", 11),
+    "duplicate id": ("id,feature", replace_row(TEST_ROWS, 6, f"102,{PIXELS[6]}"), "duplicate id 102 (first on line 4)", 8),
+    "bad usage": ("emotion,pixels,Usage", replace_row(FORMATS["fer2013"][1], 0, f"0,{PIXELS[0]},Validation"),
+                  "Usage 'Validation'", 2),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_names_file_line_and_problem(tmp_path: Path, case: str) -> None:
+    header, rows, fragment, line = BAD_INPUTS[case]
+    path = write_csv(tmp_path / "bad.csv", header, rows)
+    with pytest.raises(DataError) as err:
+        read_faces(path, require_labels=header.startswith("label"))
+    message = str(err.value)
+    assert message.startswith(f"{path}:{line}: ") and fragment in message and "\n" not in message
+
+
+def test_empty_and_header_only_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match=r"empty\.csv:1: empty file"):
+        read_faces(empty)
+    header_only = write_csv(tmp_path / "header.csv", "label,feature", [])
+    with pytest.raises(DataError, match=r"header\.csv:2: no data rows"):
+        read_faces(header_only)
+
+
+def test_training_file_without_labels_is_refused(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", *FORMATS["test"])
+    with pytest.raises(DataError, match=r"t\.csv:1: missing column 'label' or 'emotion'"):
+        read_faces(path, require_labels=True)
+
+
+def test_unreadable_gzip(tmp_path: Path) -> None:
+    good = gzip.compress(("label,feature\n" + "\n".join(TRAIN_ROWS)).encode())
+    truncated = tmp_path / "cut.csv.gz"
+    truncated.write_bytes(good[: len(good) // 2])
+    garbage = tmp_path / "garbage.csv.gz"
+    garbage.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
+    for path in (truncated, garbage):
+        with pytest.raises(DataError, match=rf"{path.name}: unreadable gzip"):
+            read_faces(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_faces(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("script, outputs", [("train.py", ["m.pt", "m.json"]), ("predict.py", ["pred.csv"])])
+def test_clis_exit_2_with_one_line_and_write_nothing(tmp_path: Path, script: str, outputs: list[str]) -> None:
+    header, rows, _, _ = BAD_INPUTS["pixel 256"]
+    bad = write_csv(tmp_path / "bad.csv", header, rows)
+    args = [str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.pt")] if script == "train.py" else \
+        [str(tmp_path / "pred.csv"), "--model", str(tmp_path / "bad.csv")]
+    argv = [str(bad), *args[1:]] if script == "train.py" else [str(bad), *args]
+    result = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and f"{bad}:9: pixel value '256'" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_augmentation_is_random_per_sample_and_off_without_a_transform() -> None:
+    images = torch.from_numpy(np.repeat(IMAGES[:1], 16, axis=0)).view(16, 1, 48, 48)
+    labels = torch.zeros(16, dtype=torch.long)
+    torch.manual_seed(0)
+    augmented = torch.stack([FaceDataset(images, labels, train_augmentation())[i][0] for i in range(16)])
+    assert len({tuple(x.flatten().tolist()) for x in augmented}) == 16  # same face in, 16 different faces out
+    plain = torch.stack([FaceDataset(images, labels)[i][0] for i in range(16)])
+    assert torch.equal(plain, images.float().div(255))

@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import (
+    DEFAULT_VGG,
+    MLP,
+    VGG,
+    atomic_save,
+    build_model,
+    count_parameters,
+    load_checkpoint,
+    load_model,
+    make_checkpoint,
+    matched_mlp_config,
+    mlp_params,
+)
+
+
+def test_default_vgg_shape_and_size() -> None:
+    model = build_model(DEFAULT_VGG).eval()
+    assert isinstance(model, VGG)
+    assert model(torch.rand(3, 1, 48, 48)).shape == (3, 7)
+    assert 1_000_000 < count_parameters(model) <= 10_000_000
+
+
+@pytest.mark.parametrize("channels, convs", [([8, 16], 1), ([16, 32, 64], 2), ([32, 64, 128, 256, 512], 1)])
+def test_vgg_width_and_depth_are_configurable(channels: list[int], convs: int) -> None:
+    model = VGG(channels, convs_per_stage=convs, hidden=32).eval()
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert n_convs == len(channels) * convs
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_mlp_param_formula_matches_the_module(depth: int) -> None:
+    model = MLP(hidden=37, depth=depth)
+    assert count_parameters(model) == mlp_params(37, depth)
+    assert model.eval()(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("cnn_config", [DEFAULT_VGG, {"arch": "vgg", "channels": [16, 32], "hidden": 64}])
+def test_mlp_matches_a_cnn_within_one_percent(cnn_config: dict) -> None:
+    target = count_parameters(build_model(cnn_config))
+    mlp = build_model(matched_mlp_config(target, depth=2))
+    assert abs(count_parameters(mlp) - target) / target <= 0.01
+
+
+def test_impossible_match_is_refused() -> None:
+    with pytest.raises(ValueError):
+        matched_mlp_config(5000, depth=1)  # one hidden unit alone has ~2.3k parameters: no width fits 1 %
+
+
+def test_checkpoint_rebuilds_the_model_alone(tmp_path: Path) -> None:
+    config = {"arch": "vgg", "channels": [8, 16], "hidden": 16, "mean": 0.5, "std": 0.2}
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.train()(torch.rand(32, 1, 48, 48))  # move the BatchNorm running statistics off their defaults
+    model.eval()
+    path = tmp_path / "m.pt"
+    atomic_save(make_checkpoint(model, config, class_names=["a"] * 7, split={"seed": 3}, git_commit="abc"), path)
+    loaded, checkpoint = load_model(path)
+    x = torch.rand(5, 1, 48, 48)
+    assert torch.equal(loaded(x), model(x))
+    assert checkpoint["split"] == {"seed": 3} and checkpoint["config"] == config
+    assert float(loaded.features[0].mean) == 0.5  # normalisation travels inside the model
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left
+
+
+def test_fp16_stored_weights_load_as_fp32(tmp_path: Path) -> None:
+    config = {"arch": "mlp", "hidden": 16, "depth": 1}
+    model = build_model(config).eval()
+    checkpoint = make_checkpoint(model, config)
+    checkpoint["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+    atomic_save(checkpoint, tmp_path / "h.pt")
+    loaded, _ = load_model(tmp_path / "h.pt")
+    x = torch.rand(4, 1, 48, 48)
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert torch.allclose(loaded(x), model(x), atol=1e-2)
+
+
+def test_a_foreign_file_is_not_a_checkpoint(tmp_path: Path) -> None:
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a model checkpoint"):
+        load_checkpoint(tmp_path / "x.pt")

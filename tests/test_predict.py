@@ -1,0 +1,75 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, pixel_strings, synthetic_faces, write_csv
+
+import predict
+from dataset import read_faces
+from model import atomic_save, build_model, make_checkpoint
+
+
+def save_model(path: Path, seed: int) -> Path:
+    config = {"arch": "vgg", "channels": [8, 16], "hidden": 16, "mean": 0.4, "std": 0.25}
+    torch.manual_seed(seed)
+    atomic_save(make_checkpoint(build_model(config).eval(), config), path)
+    return path
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> list[str]:
+    return [str(save_model(tmp_path / f"m{i}.pt", seed=i)) for i in range(2)]
+
+
+def read_submission(path: Path) -> tuple[str, list[int], list[int]]:
+    lines = path.read_text().splitlines()
+    ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:]), strict=True)
+    return lines[0], list(ids), list(labels)
+
+
+def test_submission_keeps_ids_and_input_order(tmp_path: Path, models: list[str]) -> None:
+    images, _ = synthetic_faces(30, seed=4)
+    ids = [17, 3, 99, *range(1000, 1027)]
+    csv = write_csv(tmp_path / "test.csv", "id,feature", [f"{i},{p}" for i, p in zip(ids, pixel_strings(images), strict=True)])
+    predict.main([str(csv), str(tmp_path / "pred.csv"), "--model", models[0]])
+    header, got_ids, labels = read_submission(tmp_path / "pred.csv")
+    assert header == "id,label" and got_ids == ids and set(labels) <= set(range(7))
+
+
+def test_ensemble_averages_probabilities_with_flip_tta(test_csv: Path, models: list[str]) -> None:
+    faces = read_faces(test_csv)
+    singles = [predict.predict_proba(predict.load_model(m)[0], faces.images, tta=True) for m in models]
+    ensemble = predict.ensemble_proba(models, faces.images, tta=True)
+    assert torch.allclose(ensemble, (singles[0] + singles[1]) / 2, atol=1e-6)
+    model = predict.load_model(models[0])[0]
+    no_tta = predict.predict_proba(model, faces.images, tta=False)
+    mirrored = predict.predict_proba(model, faces.images.flip(3), tta=False)
+    assert torch.allclose(singles[0], (no_tta + mirrored) / 2, atol=1e-6)
+    assert torch.allclose(ensemble.sum(1), torch.ones(len(faces.images)), atol=1e-5)
+
+
+def test_output_is_byte_identical_across_runs(tmp_path: Path, test_csv: Path, models: list[str]) -> None:
+    outputs = []
+    for name in ("a.csv", "b.csv"):
+        subprocess.run([sys.executable, str(ROOT / "predict.py"), str(test_csv), str(tmp_path / name),
+                        "--model", models[0], "--model", models[1]], check=True)
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1] and outputs[0].count(b"\n") == 51
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path, test_csv: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(test_csv), str(tmp_path / "pred.csv"), "--model", str(tmp_path / "none.pt")])
+    assert exit_info.value.code == 2 and "none.pt: model file not found" in capsys.readouterr().err
+    assert not (tmp_path / "pred.csv").exists()
+
+
+def test_rows_without_ids_are_numbered(tmp_path: Path, models: list[str]) -> None:
+    images, labels = synthetic_faces(9, seed=2)
+    csv = write_csv(tmp_path / "f.csv", "emotion,pixels,Usage", [f"{y},{p},PrivateTest" for y, p in zip(labels, pixel_strings(images), strict=True)])
+    predict.main([str(csv), str(tmp_path / "pred.csv"), "--model", models[0], "--no-tta"])
+    assert read_submission(tmp_path / "pred.csv")[1] == list(range(9))
+    assert np.isin(read_submission(tmp_path / "pred.csv")[2], range(7)).all()

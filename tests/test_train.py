@@ -1,0 +1,85 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_train_csv
+
+import train
+from model import load_checkpoint
+
+TINY = ["--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--workers", "0", "--no-augment"]
+
+
+def run(csv: Path, out: Path, *flags: str) -> dict:
+    return train.main([str(csv), "--out", str(out), *TINY, *flags])
+
+
+def curve(result: dict) -> list[tuple]:
+    return [(h["train_loss"], h["train_acc"], h["val_loss"], h["val_acc"]) for h in result["history"]]
+
+
+def test_a_small_model_learns_a_separable_task(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.05")
+    assert result["best_val_acc"] >= 0.6  # chance is 1/7
+    assert result["n_val"] == 70 and result["split"] == {"method": "stratified", "val_fraction": 0.1, "seed": 0}
+    history = json.loads((tmp_path / "m.json").read_text())
+    assert history["finished"] and len(history["history"]) == 6
+    assert not (tmp_path / "m.resume.pt").exists()
+
+
+def test_early_stopping_stops_when_validation_stalls(tmp_path: Path) -> None:
+    labels = np.random.default_rng(0).integers(0, 7, 280)  # random labels: nothing to learn
+    csv = write_train_csv(tmp_path / "train.csv", labels=labels)
+    result = run(csv, tmp_path / "m.pt", "--epochs", "30", "--patience", "2")
+    assert result["stopped_early"] and len(result["history"]) < 30
+    assert result["epoch"] == result["best_epoch"] + 2
+    assert load_checkpoint(tmp_path / "m.pt")["epoch"] == result["best_epoch"]
+
+
+def test_same_seed_same_history_and_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    csv = write_train_csv(tmp_path / "train.csv")
+    flags = ("--epochs", "4", "--seed", "3")
+    reference = run(csv, tmp_path / "a.pt", *flags, "--no-augment")
+    again = run(csv, tmp_path / "b.pt", *flags, "--no-augment")
+    assert curve(again) == curve(reference)
+
+    real_evaluate, calls = train.evaluate, []
+
+    def evaluate_then_die_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed in epoch 3, after epoch 2's state was saved
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", evaluate_then_die_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(csv, tmp_path / "c.pt", *flags)
+    assert (tmp_path / "c.resume.pt").exists() and (tmp_path / "c.pt").exists()
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    resumed = run(csv, tmp_path / "c.pt", *flags, "--resume")
+    assert curve(resumed) == curve(reference)
+    assert not (tmp_path / "c.resume.pt").exists()
+
+
+def test_refuses_to_overwrite_a_finished_model(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"a finished model")
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path / "any.csv", out, "--epochs", "1")
+    assert exit_info.value.code == 2 and out.read_bytes() == b"a finished model"
+
+
+def test_presets_set_defaults_and_flags_override_them() -> None:
+    args = train.parse_args(["x.csv", "--preset", "cpu", "--epochs", "3"])
+    assert args.epochs == 3 and args.channels == train.PRESETS["cpu"]["channels"] and args.bf16 == "on"
+    assert train.parse_args(["x.csv"]).epochs == train.DEFAULTS["epochs"]
+
+
+def test_help_documents_every_flag(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for name in train.DEFAULTS:
+        assert "--" + name.replace("_", "-") in text
