@@ -108,10 +108,10 @@ def write_json(obj: object, path: Path) -> None:
         json.dump(obj, f, indent=1)
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool,
-             tta: bool = False) -> tuple[float, float]:
-    """(cross-entropy, accuracy) on held-out faces."""
-    probs = predict_proba(model, images, tta=tta, bf16=bf16)
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> tuple[float, float]:
+    """(cross-entropy, accuracy) on held-out faces, in fp32 as predict.py runs: the epoch chosen and
+    the figure logged are those of the model as it will be used."""
+    probs = predict_proba(model, images, tta=tta)
     loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
     return loss, (probs.argmax(1) == labels).float().mean().item()
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         loader = make_loader(train_set, args, device, epoch)
         train_loss, train_acc = train_one_epoch(model, loader, optimizer, scheduler, criterion, device, bf16,
                                                 f"epoch {epoch}/{args.epochs}")
-        val_loss, val_acc = evaluate(model, val_images, val_labels, bf16)
+        val_loss, val_acc = evaluate(model, val_images, val_labels)
         seconds = time.time() - t0
         lr = scheduler.get_last_lr()[0]
         state["history"].append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The best epoch's model, scored again with flip test-time augmentation.
     best = torch.load(out, map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
-    _, val_acc_tta = evaluate(model, val_images, val_labels, bf16, tta=True)
+    _, val_acc_tta = evaluate(model, val_images, val_labels, tta=True)
     best["val_acc_tta"] = val_acc_tta
     atomic_save(best, out)
     result = {**run_info, **state, "finished": True, "stopped_early": state["epoch"] < args.epochs,
