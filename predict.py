@@ -6,6 +6,7 @@ Several --model paths form an ensemble: their class probabilities are averaged.
 """
 
 import argparse
+import pickle
 import sys
 from pathlib import Path
 
@@ -38,13 +39,22 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64, 
     return torch.cat(out)
 
 
+def load_for_inference(path: str) -> nn.Module:
+    """The model of a checkpoint, BatchNorm folded, channels_last; a bad file is a one-line DataError."""
+    try:
+        model, _ = load_model(path)
+    except (ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"{path}: not a usable model file ({reason})") from None
+    return fuse_for_inference(model).to(memory_format=torch.channels_last)
+
+
 def ensemble_proba(model_paths: list[str], images: torch.Tensor, tta: bool = True,
                    batch_size: int = 64) -> torch.Tensor:
     """Mean of the models' probabilities; fp32 on the CPU, so the same input gives the same bytes."""
     total = torch.zeros(len(images), 7)
     for path in model_paths:
-        model = fuse_for_inference(load_model(path)[0]).to(memory_format=torch.channels_last)
-        total += predict_proba(model, images, batch_size, tta)
+        total += predict_proba(load_for_inference(path), images, batch_size, tta)
     return total / len(model_paths)
 
 
@@ -90,8 +100,6 @@ def main(argv: list[str] | None = None) -> None:
         probs = ensemble_proba(models, faces.images, tta=not args.no_tta, batch_size=args.batch_size)
     except DataError as e:
         fail(str(e))
-    except (ValueError, RuntimeError, KeyError) as e:  # a corrupt or foreign model file
-        fail(f"could not load the model: {str(e).splitlines()[0]}")
     write_submission(faces.ids, probs.argmax(1).numpy(), args.pred_csv)
 
 

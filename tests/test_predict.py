@@ -73,3 +73,13 @@ def test_rows_without_ids_are_numbered(tmp_path: Path, models: list[str]) -> Non
     predict.main([str(csv), str(tmp_path / "pred.csv"), "--model", models[0], "--no-tta"])
     assert read_submission(tmp_path / "pred.csv")[1] == list(range(9))
     assert np.isin(read_submission(tmp_path / "pred.csv")[2], range(7)).all()
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b""])
+def test_corrupt_model_is_a_clear_error(tmp_path: Path, test_csv: Path, capsys: pytest.CaptureFixture, content: bytes) -> None:
+    (tmp_path / "bad.pt").write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(test_csv), str(tmp_path / "pred.csv"), "--model", str(tmp_path / "bad.pt")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "bad.pt: not a usable model file" in err and err.count("\n") == 1
+    assert not (tmp_path / "pred.csv").exists()
