@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataset import DataError, read_faces
+from dataset import CLASS_NAMES, DataError, read_faces
 from model import atomic_write, fuse_for_inference, load_model
 
 HERE = Path(__file__).resolve().parent
@@ -23,8 +23,7 @@ DEFAULT_MODELS = [str(HERE / "weights" / f"vgg_cpu_s{seed}.pt") for seed in (0, 
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64, tta: bool = True,
-                  bf16: bool = False) -> torch.Tensor:
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64, tta: bool = True) -> torch.Tensor:
     """Class probabilities for uint8 faces (N, 1, 48, 48), averaged over the face and its mirror image."""
     device = next(model.parameters()).device
     model.eval()
@@ -32,11 +31,10 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64, 
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device).float().div_(255)
         x = x.contiguous(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest in
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            p = model(x).float().softmax(1)
-            if tta:
-                p = (p + model(x.flip(3)).float().softmax(1)) / 2
-        out.append(p.float().cpu())
+        p = model(x).softmax(1)
+        if tta:
+            p = (p + model(x.flip(3)).softmax(1)) / 2
+        out.append(p.cpu())
     return torch.cat(out)
 
 
@@ -53,7 +51,7 @@ def load_for_inference(path: str) -> nn.Module:
 def ensemble_proba(model_paths: list[str], images: torch.Tensor, tta: bool = True,
                    batch_size: int = 64) -> torch.Tensor:
     """Mean of the models' probabilities; fp32 on the CPU, so the same input gives the same bytes."""
-    total = torch.zeros(len(images), 7)
+    total = torch.zeros(len(images), len(CLASS_NAMES))
     for path in model_paths:
         total += predict_proba(load_for_inference(path), images, batch_size, tta)
     return total / len(model_paths)
