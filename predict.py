@@ -72,8 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
                    f"released weights, {', '.join(Path(m).name for m in DEFAULT_MODELS)})")
     p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
-    p.add_argument("--batch-size", type=int, default=64, help="small batches stay in the CPU cache: 64 ran 1.6x faster "
-                   "than 512 here (bench/speed.py)")
+    p.add_argument("--batch-size", type=int, default=64, help="small batches stay in the CPU cache: 64 was the fastest "
+                   "of 64/128/512 on the 2-core dev machine")
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: PyTorch's default")
     return p.parse_args(argv)
 

@@ -34,7 +34,7 @@ DEFAULTS = {
     "rotate": 10.0, "shift": 0.1, "scale": 0.1, "erase": 0.5,
 }
 PRESETS = {
-    # 2-core CPU, under an hour: a narrower VGG, bf16 autocast (avx512_bf16 makes it ~2x faster here).
+    # 2-core CPU, under an hour: a narrower VGG, bf16 autocast (fast on CPUs with avx512_bf16, as here).
     "cpu": {"channels": "40,80,160,320", "epochs": 40, "bf16": "on"},
     # One GPU: the default (full-width) VGG; 'fast' trades epochs for wall time.
     "full": {"epochs": 60},

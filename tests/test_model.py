@@ -10,6 +10,7 @@ from model import (
     atomic_save,
     build_model,
     count_parameters,
+    fuse_for_inference,
     load_checkpoint,
     load_model,
     make_checkpoint,
@@ -84,3 +85,15 @@ def test_a_foreign_file_is_not_a_checkpoint(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(3)}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a model checkpoint"):
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_folding_batchnorm_keeps_the_outputs() -> None:
+    torch.manual_seed(0)
+    model = VGG([8, 16], hidden=16)
+    model.train()(torch.rand(64, 1, 48, 48))  # non-trivial running statistics to fold
+    model.eval()
+    x = torch.rand(8, 1, 48, 48)
+    expected = model(x)
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d) for m in fused.modules())
+    assert torch.allclose(fused(x), expected, atol=1e-5)
