@@ -17,7 +17,16 @@ from torch import nn
 from tqdm import tqdm
 
 from dataset import CLASS_NAMES, DataError, FaceDataset, pixel_stats, read_faces, train_augmentation, train_val_split
-from model import DEFAULT_VGG, atomic_save, atomic_write, build_model, count_parameters, git_commit, make_checkpoint
+from model import (
+    DEFAULT_VGG,
+    atomic_save,
+    atomic_write,
+    build_model,
+    count_parameters,
+    git_commit,
+    load_checkpoint,
+    make_checkpoint,
+)
 from predict import predict_proba
 
 HERE = Path(__file__).resolve().parent
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     run_info = {"train_csv": str(args.train_csv), "split": split, "n_train": len(train_idx), "n_val": len(val_idx),
                 "params": n_params, "device": str(device), "bf16": bf16, "torch": torch.__version__,
-                "git_commit": git_commit(), "args": {k: v for k, v in vars(args).items()}}
+                "git_commit": git_commit(), "args": dict(vars(args))}
     print(f"{config['arch']} {n_params:,} parameters on {device}{' (bf16 autocast)' if bf16 else ''}; "
           f"{len(train_idx)} train / {len(val_idx)} val faces ({split['method']} split)", flush=True)
 
@@ -243,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
             break
 
     # The best epoch's model, scored again with flip test-time augmentation.
-    best = torch.load(out, map_location="cpu", weights_only=True)
+    best = load_checkpoint(out)
     model.load_state_dict(best["state_dict"])
     _, val_acc_tta = evaluate(model, val_images, val_labels, tta=True)
     best["val_acc_tta"] = val_acc_tta
