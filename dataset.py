@@ -209,16 +209,20 @@ def train_augmentation(rotate: float = 10.0, shift: float = 0.1, scale: float = 
 
 
 class FaceDataset(torch.utils.data.Dataset):
-    """uint8 faces -> float (1, 48, 48) in 0..1, augmented when a transform is given."""
+    """uint8 faces -> float (1, 48, 48) in 0..1, augmented when a transform is given; with teacher
+    logits (N, 7), each item is (face, label, teacher logits) for distillation."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Compose | None = None):
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Compose | None = None,
+                 teacher_logits: torch.Tensor | None = None):
+        self.images, self.labels, self.transform, self.teacher_logits = images, labels, transform, teacher_logits
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         x = self.images[i].float().div_(255)
         if self.transform is not None:
             x = self.transform(x)
-        return x, self.labels[i]
+        if self.teacher_logits is None:
+            return x, self.labels[i]
+        return x, self.labels[i], self.teacher_logits[i]

@@ -1,4 +1,4 @@
-"""The networks (VGG-style CNN, parameter-matched MLP) and the checkpoint that rebuilds them.
+"""The networks (VGG-style CNN, MobileNet-style CNN, parameter-matched MLP) and the files that rebuild them.
 
 A model takes float faces (N, 1, 48, 48) on the 0..1 scale; the normalisation statistics of its
 training split live inside it as buffers, so a checkpoint alone is enough to predict.
@@ -85,7 +85,49 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-ARCHITECTURES = {"vgg": VGG, "mlp": MLP}
+class Separable(nn.Module):
+    """MobileNet block: 3x3 depthwise conv (spatial, one filter per channel) then 1x1 pointwise conv (mixes
+    channels), each with BatchNorm: 1/9 + 1/cout of the weights and multiply-adds of a full 3x3 conv.
+    A residual connection when the shapes allow it, so deep stacks of thin blocks still train."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.residual = cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return torch.relu(y + x if self.residual else y)
+
+
+class MobileNet(nn.Module):
+    """A full 3x3 stem conv, then stages of depthwise-separable blocks, each stage closed by 2x2 max-pool;
+    the last map (channels[-1] x 3 x 3) is flattened into one linear layer, which keeps where on the face
+    a feature fired (global average pooling would not) for 9 x 7 weights per channel."""
+
+    def __init__(self, channels: list[int], blocks_per_stage: int = 2, dropout: float = 0.2,
+                 num_classes: int = 7, mean: float = 0.0, std: float = 1.0, side: int = 48):
+        super().__init__()
+        layers: list[nn.Module] = [Normalize(mean, std), *conv_bn_relu(1, channels[0])]
+        cin = channels[0]
+        for cout in channels:
+            for _ in range(blocks_per_stage):
+                layers.append(Separable(cin, cout))
+                cin = cout
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        spatial = side // 2 ** len(channels)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
+                                        nn.Linear(cin * spatial * spatial, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+ARCHITECTURES = {"vgg": VGG, "mobilenet": MobileNet, "mlp": MLP}
 
 
 def build_model(config: dict) -> nn.Module:

@@ -27,7 +27,7 @@ from model import (
     load_checkpoint,
     make_checkpoint,
 )
-from predict import predict_proba
+from predict import ensemble_proba, predict_proba
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,6 +41,7 @@ DEFAULTS = {
     "convs_per_stage": DEFAULT_VGG["convs_per_stage"], "hidden": DEFAULT_VGG["hidden"],
     "dropout": DEFAULT_VGG["dropout"], "stage_dropout": DEFAULT_VGG["stage_dropout"], "mlp_depth": 2,
     "rotate": 10.0, "shift": 0.1, "scale": 0.1, "erase": 0.5,
+    "teacher": "", "teacher_cache": "", "distill_alpha": 0.8, "temperature": 4.0,
 }
 PRESETS = {
     # 2-core CPU, under an hour: a narrower VGG, bf16 autocast (fast on CPUs with avx512_bf16, as here).
@@ -48,6 +49,11 @@ PRESETS = {
     # One GPU: the default (full-width) VGG; 'fast' trades epochs for wall time.
     "full": {"epochs": 60},
     "fast": {"epochs": 20, "batch_size": 256, "lr": 0.1},
+    # The compact model (weights/compact.fq8, under 225,000 bytes as int8): a 196k-parameter MobileNet
+    # distilled from the released cpu ensemble, on the 2-core CPU.
+    "compact": {"arch": "mobilenet", "channels": "36,72,144,288", "convs_per_stage": 2, "dropout": 0.2,
+                "epochs": 40, "bf16": "on",
+                "teacher": ",".join(str(HERE / "weights" / f"vgg_cpu_s{seed}.pt") for seed in (0, 1))},
 }
 
 
@@ -71,14 +77,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--val-fraction", type=float, help="stratified held-out fraction (files without Usage)")
     g.add_argument("--seed", type=int, help="seeds the initialisation, the shuffling and the augmentation")
     g.add_argument("--split-seed", type=int, help="seeds the held-out split; keep it fixed to compare or ensemble")
+    g.add_argument("--class-weighted", action="store_true", help="weight the loss by inverse class frequency")
+    g = p.add_argument_group("distillation (Hinton et al. 2015)")
+    g.add_argument("--teacher", help="comma-separated model files whose averaged predictions the model learns "
+                   "from; they must not have seen this run's held-out split")
+    g.add_argument("--teacher-cache", help="where the teacher's logits are kept between runs; default <out>.teacher.pt")
+    g.add_argument("--distill-alpha", type=float, help="weight of the teacher's soft targets; 1 - it: the labels'")
+    g.add_argument("--temperature", type=float, help="softening temperature of student and teacher")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     g.add_argument("--workers", type=int, help="data-loader processes; -1: 1 on CPU, 8 on CUDA")
     g.add_argument("--bf16", choices=["auto", "on", "off"], help="bf16 autocast; auto: on for CUDA only")
     g = p.add_argument_group("model")
-    g.add_argument("--arch", choices=["vgg", "mlp"])
-    g.add_argument("--channels", help="VGG: comma-separated widths, one per stage")
-    g.add_argument("--convs-per-stage", type=int, help="VGG: 3x3 convolutions per stage")
+    g.add_argument("--arch", choices=["vgg", "mobilenet", "mlp"])
+    g.add_argument("--channels", help="VGG, MobileNet: comma-separated widths, one per stage")
+    g.add_argument("--convs-per-stage", type=int, help="VGG: 3x3 convolutions per stage; MobileNet: separable blocks")
     g.add_argument("--hidden", type=int, help="width of the hidden layer(s) of the head / the MLP")
     g.add_argument("--mlp-depth", type=int, help="MLP: number of hidden layers")
     g.add_argument("--dropout", type=float, help="dropout before the classifier layers")
@@ -101,9 +114,12 @@ def model_config(args: argparse.Namespace, mean: float, std: float) -> dict:
     if args.arch == "mlp":
         return {"arch": "mlp", "hidden": args.hidden, "depth": args.mlp_depth, "dropout": args.dropout,
                 "mean": mean, "std": std}
-    return {"arch": "vgg", "channels": [int(c) for c in args.channels.split(",")],
-            "convs_per_stage": args.convs_per_stage, "hidden": args.hidden, "dropout": args.dropout,
-            "stage_dropout": args.stage_dropout, "mean": mean, "std": std}
+    channels = [int(c) for c in args.channels.split(",")]
+    if args.arch == "mobilenet":
+        return {"arch": "mobilenet", "channels": channels, "blocks_per_stage": args.convs_per_stage,
+                "dropout": args.dropout, "mean": mean, "std": std}
+    return {"arch": "vgg", "channels": channels, "convs_per_stage": args.convs_per_stage, "hidden": args.hidden,
+            "dropout": args.dropout, "stage_dropout": args.stage_dropout, "mean": mean, "std": std}
 
 
 def pick_device(name: str) -> torch.device:
@@ -125,19 +141,49 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: 
     return loss, (probs.argmax(1) == labels).float().mean().item()
 
 
+def teacher_logits(paths: list[str], images: torch.Tensor, train_csv: str, cache: Path) -> torch.Tensor:
+    """Log of the teachers' averaged flip-TTA probabilities for every face of the file, computed once and
+    kept in cache; the cache is used only when it was made from the same teacher files and data file."""
+    key = {"teachers": [(str(p), Path(p).stat().st_size) for p in paths],
+           "train_csv": (str(train_csv), Path(train_csv).stat().st_size), "n": len(images)}
+    if cache.exists():
+        cached = torch.load(cache, map_location="cpu", weights_only=True)
+        if cached.get("key") == key:
+            return cached["logits"]
+    print(f"computing the teacher's logits for {len(images)} faces ({', '.join(paths)})", flush=True)
+    logits = ensemble_proba(paths, images).clamp_min(1e-8).log()
+    atomic_save({"key": key, "logits": logits}, cache)
+    return logits
+
+
+def make_loss(criterion: nn.Module, alpha: float, temperature: float):
+    """The batch loss: cross-entropy on the labels, mixed with KL divergence to the teacher's softened
+    distribution when the batch carries teacher logits (T^2 keeps its gradients on the labels' scale)."""
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None) -> torch.Tensor:
+        hard = criterion(logits, labels)
+        if teacher is None:
+            return hard
+        student = nn.functional.log_softmax(logits / temperature, 1)
+        target = nn.functional.log_softmax(teacher / temperature, 1)
+        soft = nn.functional.kl_div(student, target, log_target=True, reduction="batchmean") * temperature**2
+        return alpha * soft + (1 - alpha) * hard
+    return loss_fn
+
+
 def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: nn.Module, device: torch.device,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn, device: torch.device,
                     bf16: bool, desc: str) -> tuple[float, float]:
     model.train()
     # Sums stay on the device: a .item() per step would make the CPU wait for the GPU every batch.
     total_loss, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True):
+    for x, y, *teacher in tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True):
         # channels_last: the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest in.
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
+        teacher = teacher[0].to(device, non_blocking=True) if teacher else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
-        loss = criterion(logits.float(), y)
+        loss = loss_fn(logits.float(), y, teacher)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -192,7 +238,14 @@ def main(argv: list[str] | None = None) -> dict:
     n_params = count_parameters(model)
 
     transform = None if args.no_augment else train_augmentation(args.rotate, args.shift, args.scale, args.erase)
-    train_set = FaceDataset(faces.images[train_idx], faces.labels[train_idx], transform)
+    teacher = None
+    if args.teacher:
+        cache = Path(args.teacher_cache or out.with_suffix(".teacher.pt"))
+        try:
+            teacher = teacher_logits(args.teacher.split(","), faces.images, args.train_csv, cache)[train_idx]
+        except (DataError, FileNotFoundError) as e:
+            fail(str(e))
+    train_set = FaceDataset(faces.images[train_idx], faces.labels[train_idx], transform, teacher)
     val_images, val_labels = faces.images[val_idx], faces.labels[val_idx]
     if len(train_set) < args.batch_size:
         fail(f"{args.train_csv}: {len(train_set)} training rows, fewer than one batch of {args.batch_size}")
@@ -202,7 +255,12 @@ def main(argv: list[str] | None = None) -> dict:
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=args.warmup,
                                                     total_steps=args.epochs * steps_per_epoch)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    class_weights = None
+    if args.class_weighted:  # n / (classes * n_c): every class carries the same total weight
+        counts = torch.bincount(faces.labels[train_idx], minlength=len(CLASS_NAMES)).float()
+        class_weights = (counts.sum() / (len(CLASS_NAMES) * counts.clamp_min(1))).to(device)
+    criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=args.label_smoothing)
+    loss_fn = make_loss(criterion, args.distill_alpha, args.temperature)
     state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "elapsed": 0.0}
     if resume is not None:
@@ -227,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.time()
         torch.manual_seed(args.seed * 100_003 + epoch)  # dropout in this process, per epoch as above
         loader = make_loader(train_set, args, device, epoch)
-        train_loss, train_acc = train_one_epoch(model, loader, optimizer, scheduler, criterion, device, bf16,
+        train_loss, train_acc = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, bf16,
                                                 f"epoch {epoch}/{args.epochs}")
         val_loss, val_acc = evaluate(model, val_images, val_labels)
         seconds = time.time() - t0
