@@ -4,7 +4,10 @@ A model takes float faces (N, 1, 48, 48) on the 0..1 scale; the normalisation st
 training split live inside it as buffers, so a checkpoint alone is enough to predict.
 """
 
+import copy
+import json
 import os
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 DEFAULT_VGG = {"arch": "vgg", "channels": [64, 128, 256, 512], "convs_per_stage": 2, "hidden": 256,
                "dropout": 0.4, "stage_dropout": 0.1}
 CHECKPOINT_FORMAT = 1
+COMPACT_MAGIC = b"FERQ8\n"  # first bytes of a compact (int8) model file
 
 
 class Normalize(nn.Module):
@@ -228,8 +232,82 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output channel: weight ~ q * scale[c]; a per-channel scale keeps thin depthwise
+    filters from being rounded to zero by one large filter elsewhere in the tensor."""
+    flat = weight.detach().float().flatten(1)
+    scale = flat.abs().amax(1).clamp_min(1e-12) / 127
+    q = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.view(weight.shape), scale
+
+
+def save_compact(model: nn.Module, config: dict, path: str | Path, **metadata) -> int:
+    """Write the model with BatchNorm folded in, conv and linear weights as int8 with one fp32 scale per
+    output channel, everything else fp32: magic, header length (uint32), JSON header, raw tensors.
+    Returns the file size in bytes."""
+    fused = fuse_for_inference(copy.deepcopy(model).cpu().eval())
+    tensors, blobs = [], []
+    for name, value in fused.state_dict().items():
+        if value.ndim >= 2:
+            q, scale = quantize_int8(value)
+            tensors.append({"name": name, "shape": list(value.shape), "dtype": "int8"})
+            blobs += [q.numpy().tobytes(), scale.numpy().astype("<f4").tobytes()]
+        else:
+            tensors.append({"name": name, "shape": list(value.shape), "dtype": "float32"})
+            blobs.append(value.detach().float().numpy().astype("<f4").tobytes())
+    header = json.dumps({"format": 1, "config": config, "tensors": tensors, **metadata},
+                        separators=(",", ":")).encode()
+    with atomic_write(path) as f:
+        f.write(COMPACT_MAGIC + struct.pack("<I", len(header)) + header + b"".join(blobs))
+    return Path(path).stat().st_size
+
+
+def is_compact(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(COMPACT_MAGIC)) == COMPACT_MAGIC
+
+
+def load_compact(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild a save_compact file: the fused network in eval mode, weights dequantised to fp32 (the same
+    bytes give the same weights every time), and the header. Numbers are little-endian, as on x86 and ARM."""
+    data = Path(path).read_bytes()
+    start = len(COMPACT_MAGIC) + 4
+    if data[:len(COMPACT_MAGIC)] != COMPACT_MAGIC or len(data) < start:
+        raise ValueError(f"{path}: not a compact model file of this project")
+    (size,) = struct.unpack("<I", data[len(COMPACT_MAGIC):start])
+    try:
+        header = json.loads(data[start:start + size])
+        tensors = header["tensors"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: the header of this compact model file is damaged") from None
+    # int8: n weight bytes then one fp32 scale per row; fp32: 4 bytes per value
+    counts = [int(torch.Size(t["shape"]).numel()) for t in tensors]
+    sizes = [n if t["dtype"] == "int8" else 4 * n for t, n in zip(tensors, counts, strict=True)]
+    scales = [4 * t["shape"][0] if t["dtype"] == "int8" else 0 for t in tensors]
+    if start + size + sum(sizes) + sum(scales) != len(data):
+        raise ValueError(f"{path}: {len(data)} bytes, not the size its header describes (truncated or damaged)")
+    model = fuse_for_inference(build_model(header["config"]).eval())
+    state, offset = {}, start + size
+    for t, nbytes, scale_bytes in zip(tensors, sizes, scales, strict=True):
+        if t["dtype"] == "int8":
+            q = torch.frombuffer(bytearray(data[offset:offset + nbytes]), dtype=torch.int8).float()
+            scale = torch.frombuffer(bytearray(data[offset + nbytes:offset + nbytes + scale_bytes]),
+                                     dtype=torch.float32)
+            state[t["name"]] = (q.view(len(scale), -1) * scale[:, None]).view(t["shape"])
+        else:
+            state[t["name"]] = torch.frombuffer(bytearray(data[offset:offset + nbytes]),
+                                                dtype=torch.float32).view(t["shape"])
+        offset += nbytes + scale_bytes
+    model.load_state_dict(state)
+    return model, header
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network from the checkpoint alone, in eval mode; fp16-stored weights come back as fp32."""
+    """Rebuild the network from the checkpoint (or compact file) alone, in eval mode; fp16- or int8-stored
+    weights come back as fp32."""
+    if is_compact(path):
+        model, header = load_compact(path)
+        return model.to(device), header
     checkpoint = load_checkpoint(path)
     model = build_model(checkpoint["config"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}

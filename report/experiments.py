@@ -1,0 +1,88 @@
+"""The training runs behind the report and the compact-model sweep, and the queue that runs them.
+
+  python report/experiments.py <train.csv> [--only NAME ...]
+
+Each run is `python train.py <train.csv> --out runs/report/<name>.pt` plus the flags below; runs whose
+history (runs/report/<name>.json) is already finished are skipped, so the queue can be restarted.
+All share one short schedule (SHORT) so that they compare with each other; it is much shorter than
+the released models' 40 epochs, to fit the 2-core CPU machine, and the report says so.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from model import build_model, count_parameters, matched_mlp_config  # noqa: E402
+
+RUNS = ROOT / "runs" / "report"
+SHORT = ["--epochs", "10", "--bf16", "on"]
+VGG = ["--arch", "vgg", "--convs-per-stage", "2", "--hidden", "128"]
+MOBILENET = ["--arch", "mobilenet", "--convs-per-stage", "2", "--dropout", "0.2"]
+BASE = "vgg16"  # the reference run of the ablations: one sweep width, so no run is done twice
+
+
+def widths(c: int) -> str:
+    return f"{c},{2 * c},{4 * c},{8 * c}"
+
+
+def matched_mlp_hidden(base: str = BASE) -> str:
+    """Width of the 2-layer MLP within 1 % of the base CNN's parameter count."""
+    c = int(base.removeprefix("vgg"))
+    cnn = build_model({"arch": "vgg", "channels": [int(w) for w in widths(c).split(",")], "convs_per_stage": 2,
+                       "hidden": 128})
+    return str(matched_mlp_config(count_parameters(cnn))["hidden"])
+
+
+# name -> train.py flags; the order is the queue's (the sweep first, the ensembles' extra seeds last)
+EXPERIMENTS = {
+    "vgg16": [*VGG, "--channels", widths(16)],
+    "mobilenet24": [*MOBILENET, "--channels", widths(24)],
+    "vgg8": [*VGG, "--channels", widths(8)],
+    "mobilenet12": [*MOBILENET, "--channels", widths(12)],
+    "vgg32": [*VGG, "--channels", widths(32)],
+    "mobilenet36": [*MOBILENET, "--channels", widths(36)],
+    "mlp_matched": ["--arch", "mlp", "--mlp-depth", "2", "--hidden", matched_mlp_hidden()],
+    "vgg16_no_augment": [*VGG, "--channels", widths(16), "--no-augment"],
+    "vgg16_no_normalize": [*VGG, "--channels", widths(16), "--no-normalize"],
+    "vgg16_class_weighted": [*VGG, "--channels", widths(16), "--class-weighted"],
+    **{f"vgg16_seed{s}": [*VGG, "--channels", widths(16), "--seed", str(s)] for s in (1, 2, 3, 4)},
+}
+
+
+def finished(name: str) -> bool:
+    history = RUNS / f"{name}.json"
+    return history.exists() and json.loads(history.read_text()).get("finished", False)
+
+
+def run(name: str, train_csv: str) -> None:
+    out = RUNS / f"{name}.pt"
+    resume = ["--resume"] if out.with_suffix(".resume.pt").exists() else ["--force"]
+    cmd = [sys.executable, str(ROOT / "train.py"), train_csv, *SHORT, *EXPERIMENTS[name], "--out", str(out), *resume]
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS / f"{name}.log", "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        subprocess.run(["/usr/bin/time", "-v", *cmd] if Path("/usr/bin/time").exists() else cmd,
+                       stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("train_csv")
+    p.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS), help="run just these")
+    args = p.parse_args()
+    for name in args.only or EXPERIMENTS:
+        if finished(name):
+            print(f"{name}: done", flush=True)
+            continue
+        print(f"{name}: training", flush=True)
+        run(name, args.train_csv)
+
+
+if __name__ == "__main__":
+    main()
