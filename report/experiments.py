@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from model import build_model, count_parameters, matched_mlp_config  # noqa: E402
 
 RUNS = ROOT / "runs" / "report"
-SHORT = ["--epochs", "10", "--bf16", "on"]
+SHORT = ["--epochs", "6", "--bf16", "on"]
 VGG = ["--arch", "vgg", "--convs-per-stage", "2", "--hidden", "128"]
 MOBILENET = ["--arch", "mobilenet", "--convs-per-stage", "2", "--dropout", "0.2"]
 BASE = "vgg16"  # the reference run of the ablations: one sweep width, so no run is done twice
@@ -41,11 +41,11 @@ def matched_mlp_hidden(base: str = BASE) -> str:
 # name -> train.py flags; the order is the queue's (the sweep first, the ensembles' extra seeds last)
 EXPERIMENTS = {
     "vgg16": [*VGG, "--channels", widths(16)],
-    "mobilenet24": [*MOBILENET, "--channels", widths(24)],
+    "mobilenet16": [*MOBILENET, "--channels", widths(16)],
     "vgg8": [*VGG, "--channels", widths(8)],
-    "mobilenet12": [*MOBILENET, "--channels", widths(12)],
+    "mobilenet8": [*MOBILENET, "--channels", widths(8)],
     "vgg32": [*VGG, "--channels", widths(32)],
-    "mobilenet36": [*MOBILENET, "--channels", widths(36)],
+    "mobilenet24": [*MOBILENET, "--channels", widths(24)],
     "mlp_matched": ["--arch", "mlp", "--mlp-depth", "2", "--hidden", matched_mlp_hidden()],
     "vgg16_no_augment": [*VGG, "--channels", widths(16), "--no-augment"],
     "vgg16_no_normalize": [*VGG, "--channels", widths(16), "--no-normalize"],
