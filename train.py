@@ -156,6 +156,12 @@ def teacher_logits(paths: list[str], images: torch.Tensor, train_csv: str, cache
     return logits
 
 
+def class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """n / (classes * n_c): every class carries the same total weight in the loss."""
+    counts = torch.bincount(labels, minlength=len(CLASS_NAMES)).float()
+    return counts.sum() / (len(CLASS_NAMES) * counts.clamp_min(1))
+
+
 def make_loss(criterion: nn.Module, alpha: float, temperature: float):
     """The batch loss: cross-entropy on the labels, mixed with KL divergence to the teacher's softened
     distribution when the batch carries teacher logits (T^2 keeps its gradients on the labels' scale)."""
@@ -255,11 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, pct_start=args.warmup,
                                                     total_steps=args.epochs * steps_per_epoch)
-    class_weights = None
-    if args.class_weighted:  # n / (classes * n_c): every class carries the same total weight
-        counts = torch.bincount(faces.labels[train_idx], minlength=len(CLASS_NAMES)).float()
-        class_weights = (counts.sum() / (len(CLASS_NAMES) * counts.clamp_min(1))).to(device)
-    criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=args.label_smoothing)
+    weights = class_weights(faces.labels[train_idx]).to(device) if args.class_weighted else None
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=args.label_smoothing)
     loss_fn = make_loss(criterion, args.distill_alpha, args.temperature)
     state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "elapsed": 0.0}

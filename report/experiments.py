@@ -54,8 +54,9 @@ EXPERIMENTS = {
 }
 
 
-def finished(name: str) -> bool:
-    history = RUNS / f"{name}.json"
+def finished(name: str, runs: Path = RUNS) -> bool:
+    """Whether runs/<name>.json records a run that ran to its end."""
+    history = runs / f"{name}.json"
     return history.exists() and json.loads(history.read_text()).get("finished", False)
 
 

@@ -7,15 +7,19 @@ from model import (
     DEFAULT_VGG,
     MLP,
     VGG,
+    MobileNet,
     atomic_save,
     build_model,
     count_parameters,
     fuse_for_inference,
     load_checkpoint,
+    load_compact,
     load_model,
     make_checkpoint,
     matched_mlp_config,
     mlp_params,
+    quantize_int8,
+    save_compact,
 )
 
 
@@ -97,3 +101,65 @@ def test_folding_batchnorm_keeps_the_outputs() -> None:
     fused = fuse_for_inference(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d) for m in fused.modules())
     assert torch.allclose(fused(x), expected, atol=1e-5)
+
+
+def test_mobilenet_is_depthwise_separable_and_configurable() -> None:
+    model = MobileNet([8, 16, 32, 64], blocks_per_stage=2).eval()
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    depthwise = [m for m in convs if m.groups == m.in_channels > 1]
+    assert len(depthwise) == 8 and len(convs) == 1 + 2 * 8  # stem + (depthwise, pointwise) per block
+    narrow, wide = (count_parameters(MobileNet([c, 2 * c, 4 * c, 8 * c])) for c in (8, 16))
+    assert 3 * narrow < wide < 5 * narrow  # the pointwise weights grow with the square of the width
+
+
+def trained_mobilenet() -> tuple[torch.nn.Module, dict]:
+    """A MobileNet with BatchNorm statistics and weights off their initial values."""
+    config = {"arch": "mobilenet", "channels": [8, 16, 32, 64], "blocks_per_stage": 1, "mean": 0.5, "std": 0.2}
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(5):
+        x = torch.rand(32, 1, 48, 48)
+        loss = torch.nn.functional.cross_entropy(model.train()(x), (x.mean((1, 2, 3)) * 70 % 7).long())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), config
+
+
+def test_compact_file_round_trips_within_the_int8_tolerance(tmp_path: Path) -> None:
+    model, config = trained_mobilenet()
+    path = tmp_path / "c.q8"
+    size = save_compact(model, config, path, split={"seed": 0})
+    assert size == path.stat().st_size < 0.5 * 4 * count_parameters(model)  # int8 weights, not fp32
+    loaded, header = load_model(path)
+    assert header["config"] == config and header["split"] == {"seed": 0}
+    x = torch.rand(64, 1, 48, 48)
+    with torch.no_grad():
+        expected, got = model(x), loaded(x)
+    # int8 per output channel: each weight is off by at most half a step (max |w| / 254)
+    assert (got - expected).abs().max() <= 0.02 * expected.abs().max()
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
+    assert torch.equal(load_compact(path)[0](x), got)  # the same file gives the same logits every time
+    save_compact(model, config, tmp_path / "again.q8", split={"seed": 0})
+    assert (tmp_path / "again.q8").read_bytes() == path.read_bytes()
+
+
+def test_int8_quantisation_is_per_channel_and_symmetric() -> None:
+    weight = torch.tensor([[1.0, -0.5, 0.25], [0.001, -0.002, 0.0]])
+    q, scale = quantize_int8(weight)
+    assert q.dtype == torch.int8 and q.abs().max(1).values.tolist() == [127, 127]
+    assert torch.allclose(q.float() * scale[:, None], weight, atol=float(scale.max()) / 2)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "magic", "header"])
+def test_a_damaged_compact_file_is_refused(tmp_path: Path, damage: str) -> None:
+    model, config = trained_mobilenet()
+    path = tmp_path / "c.q8"
+    save_compact(model, config, path)
+    data = path.read_bytes()
+    damaged = {"truncate": data[:-10], "magic": b"XXXXX" + data[5:], "header": data[:10] + b"#" + data[11:]}[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(ValueError, match=str(path)):
+        load_compact(path)

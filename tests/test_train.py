@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_train_csv
 
 import train
@@ -83,3 +84,47 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     for name in train.DEFAULTS:
         assert "--" + name.replace("_", "-") in text
+
+
+def test_distillation_loss_mixes_the_teacher_and_the_labels() -> None:
+    torch.manual_seed(0)
+    logits, labels = torch.randn(16, 7), torch.randint(0, 7, (16,))
+    criterion = torch.nn.CrossEntropyLoss()
+    assert torch.equal(train.make_loss(criterion, 0.8, 4.0)(logits, labels), criterion(logits, labels))
+    assert train.make_loss(criterion, 1.0, 4.0)(logits, labels, logits.clone()).abs() < 1e-6  # student = teacher
+    other = torch.randn(16, 7)
+    mixed = train.make_loss(criterion, 0.5, 2.0)(logits, labels, other)
+    soft = train.make_loss(criterion, 1.0, 2.0)(logits, labels, other)
+    assert torch.allclose(mixed, 0.5 * soft + 0.5 * criterion(logits, labels))
+
+
+def test_a_student_learns_from_cached_teacher_logits(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    run(csv, tmp_path / "teacher.pt", "--epochs", "6", "--lr", "0.05")
+    student = ["--arch", "mobilenet", "--epochs", "6", "--lr", "0.05", "--teacher", str(tmp_path / "teacher.pt")]
+    result = run(csv, tmp_path / "student.pt", *student)
+    assert result["best_val_acc"] >= 0.6
+    cache = tmp_path / "student.teacher.pt"
+    assert torch.load(cache, weights_only=True)["logits"].shape == (700, 7)
+    stamp = cache.stat().st_mtime_ns
+    run(csv, tmp_path / "student.pt", *student, "--epochs", "1", "--force")
+    assert cache.stat().st_mtime_ns == stamp  # the same teacher and data: computed once, then reused
+
+
+def test_class_weights_give_every_class_the_same_total_weight(tmp_path: Path) -> None:
+    labels = torch.tensor([0] * 60 + [1] * 6 + [2, 3, 4, 5, 6] * 10)
+    weights = train.class_weights(labels)
+    counts = torch.bincount(labels, minlength=7).float()
+    assert torch.allclose(weights * counts, torch.full((7,), len(labels) / 7))
+    assert weights[1] == weights.max() and weights[0] == weights.min()
+    csv = write_train_csv(tmp_path / "train.csv")
+    result = run(csv, tmp_path / "m.pt", "--epochs", "1", "--class-weighted")
+    assert result["args"]["class_weighted"] is True
+
+
+def test_a_missing_teacher_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    csv = write_train_csv(tmp_path / "train.csv")
+    with pytest.raises(SystemExit) as exit_info:
+        run(csv, tmp_path / "m.pt", "--epochs", "1", "--teacher", str(tmp_path / "nope.pt"))
+    assert exit_info.value.code == 2 and "nope.pt" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()

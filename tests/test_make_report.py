@@ -1,0 +1,114 @@
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, write_train_csv
+
+sys.path.insert(0, str(ROOT / "report"))
+
+import make_report
+
+from dataset import CLASS_NAMES, read_faces, train_val_split
+from model import atomic_save, build_model, make_checkpoint
+
+
+def fake_run(params: int, epochs: int, peak: float, rng: np.random.Generator) -> dict:
+    history = [{"epoch": e, "train_loss": 2 - e / epochs, "train_acc": peak * e / epochs, "val_loss": 1.9 - e / epochs,
+                "val_acc": peak * e / epochs - rng.uniform(0, 0.02), "lr": 0.01, "seconds": 1.0}
+               for e in range(1, epochs + 1)]
+    best = max(history, key=lambda h: h["val_acc"])
+    return {"params": params, "device": "cpu", "bf16": True, "git_commit": "abc", "args": {"epochs": epochs, "lr": 0.05},
+            "best_epoch": best["epoch"], "epochs_run": epochs, "val_acc": best["val_acc"],
+            "val_acc_tta": best["val_acc"] + 0.005, "last_val_acc": history[-1]["val_acc"], "wall_seconds": 60.0 * epochs,
+            "history": history}
+
+
+def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A small results set with the layout collect() writes, a synthetic training CSV and a tiny model."""
+    rng = np.random.default_rng(0)
+    data = write_train_csv(tmp_path / "train.csv", n=280)
+    faces = read_faces(data, require_labels=True)
+    _, val_idx, _ = train_val_split(faces, 0.1, 0)
+    labels = faces.labels[val_idx].numpy()
+    results = tmp_path / "results"
+    results.mkdir()
+    names = ["vgg_cpu_s0", "vgg_cpu_s1", "vgg16", "mlp_matched", "vgg16_no_normalize", "vgg16_no_augment", "compact"]
+    runs = {n: fake_run(1000 + i, 5, 0.5 + 0.03 * i, rng) for i, n in enumerate(names)}
+    (results / "runs.json").write_text(json.dumps({"runs": runs}))
+    (results / "ensembles.json").write_text(json.dumps({"base": "vgg16", "val_acc_tta": {"1": 0.6, "3": 0.62, "5": 0.63}}))
+    probs = rng.dirichlet(np.ones(7), len(labels))
+    probs[np.arange(len(labels)), labels] += 0.5 * (rng.random(len(labels)) < 0.7)  # right about 70 % of the time
+    probs /= probs.sum(1, keepdims=True)
+    with open(results / "heldout_best.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "label", *[f"p_{c}" for c in CLASS_NAMES]])
+        w.writerows([r, y, *p] for r, y, p in zip(val_idx.tolist(), labels.tolist(), probs, strict=True))
+    rows = [{"model": "m", "decision": d, **make_report.per_class_scores(labels, probs.argmax(1))}
+            for d in ("arg-max", "logit-adjusted (tau = 1)")]
+    (results / "imbalance.json").write_text(json.dumps({"prior": [1 / 7] * 7, "rows": rows}))
+    sweep = [{"name": f"{arch}{c}", "arch": arch, "channels": [c], "params": 1000 * c, "checkpoint_bytes": 4000 * c,
+              "int8_bytes": 1100 * c, "val_acc_tta": 0.5 + c / 100, "int8_val_acc_tta": 0.5 + c / 100, "schedule": "short"}
+             for arch in ("vgg", "mobilenet") for c in (8, 16, 24)]
+    sweep.append({**sweep[-1], "name": "compact"})
+    (results / "compact_sweep.json").write_text(json.dumps({"models": sweep}))
+    config = {"arch": "vgg", "channels": [4, 8, 8, 8], "hidden": 8}
+    model = tmp_path / "model.pt"
+    atomic_save(make_checkpoint(build_model(config).eval(), config), model)
+    return results, data, model
+
+
+def test_the_builder_writes_every_figure_and_section(tmp_path: Path) -> None:
+    results, data, model = synthetic_results(tmp_path)
+    out = tmp_path / "report"
+    make_report.build(results, data, out, model)
+    for name in make_report.FIGURES:
+        assert (out / name).stat().st_size > 1000, name
+    text = (out / "report.md").read_text()
+    for section in range(1, 12):
+        assert f"## {section}. " in text
+    for link in [line[line.index("(") + 1:-1] for line in text.splitlines() if line.startswith("![")]:
+        assert (out / link).exists(), link
+    assert "Placeholder" not in text and "nan" not in text
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_without_a_sweep_section_11_is_a_marked_placeholder(tmp_path: Path) -> None:
+    results, data, model = synthetic_results(tmp_path)
+    (results / "compact_sweep.json").write_text(json.dumps({"models": []}))
+    make_report.build(results, data, tmp_path / "report", model)
+    assert "Placeholder" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_per_class_scores_on_a_known_case() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 4, 5, 6])
+    predicted = np.array([0, 0, 1, 1, 0, 2, 3, 4, 5, 6])
+    s = make_report.per_class_scores(labels, predicted)
+    assert s["accuracy"] == pytest.approx(0.8)
+    assert s["precision"][0] == pytest.approx(2 / 3) and s["recall"][0] == pytest.approx(2 / 3)
+    assert s["precision"][1] == pytest.approx(1 / 2) and s["recall"][1] == pytest.approx(1 / 2)
+    assert s["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 5) / 7)
+    assert s["support"] == [3, 2, 1, 1, 1, 1, 1]
+
+
+def test_logit_adjustment_moves_close_calls_to_the_rare_class() -> None:
+    probs = np.array([[0.5, 0.45, 0, 0, 0, 0, 0.05], [0.97, 0.01, 0, 0, 0, 0, 0.02]]) + 1e-3
+    prior = np.array([0.5, 0.02, 0.1, 0.1, 0.1, 0.1, 0.08])
+    assert probs.argmax(1).tolist() == [0, 0]
+    assert make_report.logit_adjusted(probs, prior).tolist() == [1, 0]
+
+
+def test_top_confusions_are_the_largest_off_diagonal_shares() -> None:
+    cm = np.eye(7, dtype=int) * 10
+    cm[2, 4], cm[1, 0], cm[6, 4] = 5, 3, 1
+    assert [(t, p) for t, p, _ in make_report.top_confusions(cm, 2)] == [(1, 0), (2, 4)]  # 3/13 > 5/15
+
+
+def test_saliency_bands_are_shares_of_the_whole_image() -> None:
+    torch.manual_seed(0)
+    model = build_model({"arch": "vgg", "channels": [4, 8], "hidden": 8}).eval()
+    bands = make_report.saliency_bands(model, np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8))
+    assert all(0 < v < 1 for v in bands.values()) and sum(bands.values()) < 1

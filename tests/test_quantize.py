@@ -1,0 +1,46 @@
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, write_train_csv
+
+import train
+
+sys.path.insert(0, str(ROOT / "tools"))
+
+import quantize
+
+from model import load_compact
+
+TINY_MOBILENET = ["--arch", "mobilenet", "--channels", "8,16,32,64", "--convs-per-stage", "1", "--batch-size", "32",
+                  "--workers", "0", "--no-augment", "--epochs", "4", "--lr", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("quantize")
+    csv = write_train_csv(tmp / "train.csv", n=700)
+    result = train.main([str(csv), "--out", str(tmp / "m.pt"), *TINY_MOBILENET])
+    assert result["best_val_acc"] >= 0.9  # the tiny net learnt the synthetic task
+    return tmp / "m.pt", csv
+
+
+def test_the_int8_file_keeps_the_accuracy(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    checkpoint, csv = trained
+    size = quantize.quantize(str(checkpoint), str(tmp_path / "c.q8"), max_bytes=225_000)
+    result = quantize.compare(str(checkpoint), str(tmp_path / "c.q8"), str(csv))
+    assert result["bytes"] == size and result["n_val"] == 70
+    # (flip TTA, which compare() uses, does not suit the synthetic bars: a mirrored bar is another class)
+    assert abs(result["val_acc_tta_int8"] - result["val_acc_tta_fp32"]) <= 2 / 70
+    assert result["changed_predictions"] <= 2
+    header = load_compact(tmp_path / "c.q8")[1]
+    assert header["split"]["seed"] == 0 and header["source"] == "m.pt" and len(header["class_names"]) == 7
+
+
+def test_an_oversized_file_is_refused_and_the_old_one_kept(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "c.q8"
+    out.write_bytes(b"the previous release")
+    with pytest.raises(ValueError, match="over the 1,000-byte limit"):
+        quantize.quantize(str(trained[0]), str(out), max_bytes=1000)
+    assert out.read_bytes() == b"the previous release"
+    assert [p.name for p in tmp_path.iterdir()] == ["c.q8"]
