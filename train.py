@@ -25,6 +25,7 @@ from model import (
     count_parameters,
     git_commit,
     load_checkpoint,
+    load_model,
     make_checkpoint,
 )
 from predict import ensemble_proba, predict_proba
@@ -41,7 +42,7 @@ DEFAULTS = {
     "convs_per_stage": DEFAULT_VGG["convs_per_stage"], "hidden": DEFAULT_VGG["hidden"],
     "dropout": DEFAULT_VGG["dropout"], "stage_dropout": DEFAULT_VGG["stage_dropout"], "mlp_depth": 2,
     "rotate": 10.0, "shift": 0.1, "scale": 0.1, "erase": 0.5,
-    "teacher": "", "teacher_cache": "", "distill_alpha": 0.8, "temperature": 4.0,
+    "teacher": "", "teacher_cache": "", "distill_alpha": 0.8, "temperature": 4.0, "init": "",
 }
 PRESETS = {
     # 2-core CPU, under an hour: a narrower VGG, bf16 autocast (fast on CPUs with avx512_bf16, as here).
@@ -49,7 +50,7 @@ PRESETS = {
     # One GPU: the default (full-width) VGG; 'fast' trades epochs for wall time.
     "full": {"epochs": 60},
     "fast": {"epochs": 20, "batch_size": 256, "lr": 0.1},
-    # The compact model (weights/compact.fq8, under 225,000 bytes as int8): a 196k-parameter MobileNet
+    # The compact model (weights/compact.q8, under 225,000 bytes as int8): a 196k-parameter MobileNet
     # distilled from the released cpu ensemble, on the 2-core CPU.
     "compact": {"arch": "mobilenet", "channels": "36,72,144,288", "convs_per_stage": 2, "dropout": 0.2,
                 "epochs": 40, "bf16": "on",
@@ -78,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--seed", type=int, help="seeds the initialisation, the shuffling and the augmentation")
     g.add_argument("--split-seed", type=int, help="seeds the held-out split; keep it fixed to compare or ensemble")
     g.add_argument("--class-weighted", action="store_true", help="weight the loss by inverse class frequency")
+    g.add_argument("--init", help="start from this checkpoint's weights (same architecture and split), e.g. for "
+                   "a second, lower learning-rate cycle")
     g = p.add_argument_group("distillation (Hinton et al. 2015)")
     g.add_argument("--teacher", help="comma-separated model files whose averaged predictions the model learns "
                    "from; they must not have seen this run's held-out split")
@@ -242,14 +245,25 @@ def main(argv: list[str] | None = None) -> dict:
     config = model_config(args, mean, std)
     model = build_model(config).to(device).to(memory_format=torch.channels_last)
     n_params = count_parameters(model)
+    if args.init and resume is None:
+        try:
+            initial = load_checkpoint(args.init)
+        except (ValueError, FileNotFoundError) as e:
+            fail(str(e))
+        if initial["config"] != config or initial.get("split") != split:
+            fail(f"--init {args.init}: another architecture or split than this run's")
+        model.load_state_dict(initial["state_dict"])
 
     transform = None if args.no_augment else train_augmentation(args.rotate, args.shift, args.scale, args.erase)
     teacher = None
     if args.teacher:
         cache = Path(args.teacher_cache or out.with_suffix(".teacher.pt"))
         try:
+            for path in args.teacher.split(","):
+                if load_model(path)[1].get("split") != split:  # its soft targets would leak our held-out faces
+                    fail(f"{path}: the teacher was trained on another split than this run's {split}")
             teacher = teacher_logits(args.teacher.split(","), faces.images, args.train_csv, cache)[train_idx]
-        except (DataError, FileNotFoundError) as e:
+        except (DataError, ValueError, FileNotFoundError) as e:
             fail(str(e))
     train_set = FaceDataset(faces.images[train_idx], faces.labels[train_idx], transform, teacher)
     val_images, val_labels = faces.images[val_idx], faces.labels[val_idx]

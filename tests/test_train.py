@@ -128,3 +128,11 @@ def test_a_missing_teacher_is_a_clear_error(tmp_path: Path, capsys: pytest.Captu
         run(csv, tmp_path / "m.pt", "--epochs", "1", "--teacher", str(tmp_path / "nope.pt"))
     assert exit_info.value.code == 2 and "nope.pt" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_teacher_trained_on_another_split_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    csv = write_train_csv(tmp_path / "train.csv")
+    run(csv, tmp_path / "teacher.pt", "--epochs", "1", "--split-seed", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        run(csv, tmp_path / "m.pt", "--epochs", "1", "--teacher", str(tmp_path / "teacher.pt"))
+    assert exit_info.value.code == 2 and "another split" in capsys.readouterr().err

@@ -118,6 +118,10 @@ def main() -> None:
         if args.score:
             answers = read_answers(args.score)
         else:
+            import matplotlib
+
+            if matplotlib.get_backend().lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):
+                raise DataError("labelling needs a display, and matplotlib found none (run it on a desktop)")
             rows = pick_faces(val_idx, args.n, args.seed)
             answers = label_faces(faces.images[:, 0].numpy(), rows, ask_in_window, args.out)
         outside = [r for r, _ in answers if r not in set(val_idx.tolist())]
