@@ -44,7 +44,7 @@ EXPERIMENTS = {
     "mobilenet16": [*MOBILENET, "--channels", widths(16)],
     "vgg8": [*VGG, "--channels", widths(8)],
     "mobilenet8": [*MOBILENET, "--channels", widths(8)],
-    "vgg32": [*VGG, "--channels", widths(32)],
+    "vgg12": [*VGG, "--channels", widths(12)],
     "mobilenet24": [*MOBILENET, "--channels", widths(24)],
     "mlp_matched": ["--arch", "mlp", "--mlp-depth", "2", "--hidden", matched_mlp_hidden()],
     "vgg16_no_augment": [*VGG, "--channels", widths(16), "--no-augment"],

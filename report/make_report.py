@@ -148,7 +148,7 @@ def collect(train_csv: str | Path, results: Path) -> None:
     write_json(imbalance, results / "imbalance.json")
 
     sweep = []
-    for name in ("vgg8", "vgg16", "vgg32", "mobilenet8", "mobilenet16", "mobilenet24"):
+    for name in ("vgg8", "vgg12", "vgg16", "mobilenet8", "mobilenet16", "mobilenet24"):
         if experiments.finished(name):
             sweep.append(compact_sweep_entry(name, experiments.RUNS / f"{name}.pt", images, labels,
                                              results / ".sweep.q8"))
