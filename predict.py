@@ -2,7 +2,8 @@
 
   python predict.py <test.csv> <pred.csv> [--model PATH ...] [--no-tta]
 
-Several --model paths form an ensemble: their class probabilities are averaged.
+Several --model paths form an ensemble: their class probabilities are averaged. A model is a .pt
+checkpoint or a compact int8 file (weights/compact.q8), told apart by content.
 """
 
 import argparse

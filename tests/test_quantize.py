@@ -2,15 +2,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT, write_train_csv
 
 import train
+from dataset import CLASS_NAMES
+from model import load_compact
 
 sys.path.insert(0, str(ROOT / "tools"))
 
 import quantize
-
-from model import load_compact
 
 TINY_MOBILENET = ["--arch", "mobilenet", "--channels", "8,16,32,64", "--convs-per-stage", "1", "--batch-size", "32",
                   "--workers", "0", "--no-augment", "--epochs", "4", "--lr", "0.05"]
@@ -44,3 +45,13 @@ def test_an_oversized_file_is_refused_and_the_old_one_kept(trained: tuple[Path, 
         quantize.quantize(str(trained[0]), str(out), max_bytes=1000)
     assert out.read_bytes() == b"the previous release"
     assert [p.name for p in tmp_path.iterdir()] == ["c.q8"]
+
+
+def test_the_shipped_compact_model_is_within_the_limit() -> None:
+    path = ROOT / "weights" / "compact.q8"
+    assert path.stat().st_size <= 225_000  # the homework's strong-baseline limit
+    model, header = load_compact(path)
+    assert header["config"]["arch"] == "mobilenet" and header["class_names"] == list(CLASS_NAMES)
+    assert header["split"] == {"method": "stratified", "val_fraction": 0.1, "seed": 0}
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)

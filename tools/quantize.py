@@ -44,11 +44,12 @@ def compare(checkpoint: str, compact: str, train_csv: str) -> dict:
     split = ckpt["split"]
     _, val_idx, _ = train_val_split(faces, split.get("val_fraction", 0.1), split.get("seed", 0))
     images, labels = faces.images[val_idx], faces.labels[val_idx]
+    params = count_parameters(model)  # before folding BatchNorm, as train.py counts them
     fp32 = predict_proba(fuse_for_inference(model), images)
     int8 = predict_proba(load_compact(compact)[0], images)
     logits_fp32 = fp32.log()
     logits_int8 = int8.log()
-    return {"params": count_parameters(model), "bytes": Path(compact).stat().st_size, "n_val": len(labels),
+    return {"params": params, "bytes": Path(compact).stat().st_size, "n_val": len(labels),
             "val_acc_tta_fp32": (fp32.argmax(1) == labels).float().mean().item(),
             "val_acc_tta_int8": (int8.argmax(1) == labels).float().mean().item(),
             "changed_predictions": int((fp32.argmax(1) != int8.argmax(1)).sum()),
