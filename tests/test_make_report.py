@@ -103,8 +103,10 @@ def test_logit_adjustment_moves_close_calls_to_the_rare_class() -> None:
 
 def test_top_confusions_are_the_largest_off_diagonal_shares() -> None:
     cm = np.eye(7, dtype=int) * 10
-    cm[2, 4], cm[1, 0], cm[6, 4] = 5, 3, 1
-    assert [(t, p) for t, p, _ in make_report.top_confusions(cm, 2)] == [(1, 0), (2, 4)]  # 3/13 > 5/15
+    cm[2, 4], cm[1, 0], cm[6, 4], cm[1, 1] = 5, 3, 1, 2  # disgust is rare: 3 of its 5 faces go to angry
+    top = make_report.top_confusions(cm, 2)
+    assert [(t, p) for t, p, _ in top] == [(1, 0), (2, 4)]  # shares of the true class: 3/5 > 5/15, not counts
+    assert top[0][2] == pytest.approx(0.6)
 
 
 def test_saliency_bands_are_shares_of_the_whole_image() -> None:
