@@ -26,12 +26,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "report"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import experiments  # noqa: E402
 from md2pdf import markdown_to_pdf  # noqa: E402
+from quantize import quantize  # noqa: E402
 
 from dataset import CLASS_NAMES, read_faces, train_val_split  # noqa: E402
-from model import atomic_write, count_parameters, load_model, save_compact  # noqa: E402
+from model import atomic_write, count_parameters, load_model  # noqa: E402
 from predict import predict_proba  # noqa: E402
 
 HERE = ROOT / "report"
@@ -96,9 +98,9 @@ def probs_of(paths: list[Path], images: torch.Tensor) -> np.ndarray:
 
 
 def compact_sweep_entry(name: str, checkpoint: Path, images: torch.Tensor, labels: np.ndarray, tmp: Path) -> dict:
-    """Size and held-out accuracy of one model, fp32 and as the int8 file save_compact writes."""
+    """Size and held-out accuracy of one model, fp32 and as the int8 file tools/quantize.py writes."""
     model, ckpt = load_model(checkpoint)
-    int8_bytes = save_compact(model, ckpt["config"], tmp)
+    int8_bytes = quantize(str(checkpoint), str(tmp), max_bytes=10**9)  # the file tools/quantize.py writes
     int8_acc = (probs_of([tmp], images).argmax(1) == labels).mean()
     tmp.unlink()
     return {"name": name, "arch": ckpt["config"]["arch"], "channels": ckpt["config"]["channels"],
@@ -508,7 +510,8 @@ def report_text(runs: dict, counts: np.ndarray, model: nn.Module, tricks: list, 
         "`--preset compact --init runs/compact/mobilenet.pt --epochs 8 --lr 0.01 --warmup 0.25` (compact, "
         "`runs/compact_ft/`), and "
         "`python report/experiments.py ../shared/fer2013/train.csv.gz` for all others (flags per run in "
-        "`report/experiments.py`, logs in `runs/report/`).",
+        "`report/experiments.py`, logs in `runs/report/`). Most of these runs shared the two cores with one or "
+        "two other runs (one thread each), so their wall times are upper bounds.",
         "",
         "## 1. The data",
         "",
@@ -694,10 +697,10 @@ def report_text(runs: dict, counts: np.ndarray, model: nn.Module, tricks: list, 
                   [[m["name"], f"{m['params']:,}", f"{m['int8_bytes']:,}", f"{m['checkpoint_bytes']:,}",
                     pct(m["val_acc_tta"]), pct(m["int8_val_acc_tta"]), m["schedule"]] for m in sweep]),
             "",
-            "The int8 size is that of `model.save_compact` (BatchNorm folded, int8 weights with one fp32 scale per "
-            "output channel). The sweep models share the short schedule; `compact` is the shipped "
-            "`weights/compact.q8`, distilled from the released ensemble for 40 epochs and continued for 8 at a "
-            "lower learning rate.",
+            "The int8 size is that of the file `tools/quantize.py` writes with `model.save_compact` (BatchNorm "
+            "folded, int8 weights with one fp32 scale per output channel, a JSON header). The sweep models share "
+            "the short schedule; `compact` is the shipped `weights/compact.q8`, distilled from the released "
+            "ensemble for 40 epochs and continued for 8 at a lower learning rate.",
         ]
     else:
         lines.append("*Placeholder: the compact-model sweep has not been collected yet.*")
