@@ -51,7 +51,7 @@ class Page:
         self.y -= height
 
     def paragraph(self, text: str, size: float = 9.0, indent: float = 0.0, first: str = "", **style) -> None:
-        chars = int((TEXT_WIDTH - indent) * 72 / (0.5 * size))  # ~0.5 em per character in a sans font
+        chars = int((TEXT_WIDTH - indent) * 72 / (0.54 * size))  # ~0.54 em per character in a sans font
         for i, row in enumerate(textwrap.wrap(plain(text), chars) or [""]):
             self.line((first if i == 0 else " " * len(first)) + row, size, indent, **style)
         self.y -= size * 0.5 / 72
