@@ -406,7 +406,7 @@ def build(results: Path, data: Path, out: Path, best_model: Path) -> Path:
         plot_compact(sweep, out / "compact.png")
 
     bands = saliency_bands(model, images[rows])
-    text = report_text(runs, counts, model, tricks, cm, confusions, scores, imbalance, sweep, best_model, bands,
+    text = report_text(runs, counts, model, tricks, confusions, scores, imbalance, sweep, best_model, bands,
                        ensembles)
     with atomic_write(out / "report.md", "w") as f:
         f.write(text)
@@ -475,7 +475,7 @@ def best_decisions(rows: list[dict]) -> list[str]:
             f"decision ({f1['macro_f1']:.3f})."]
 
 
-def report_text(runs: dict, counts: np.ndarray, model: nn.Module, tricks: list, cm: np.ndarray, confusions: list,
+def report_text(runs: dict, counts: np.ndarray, model: nn.Module, tricks: list, confusions: list,
                 scores: dict, imbalance: dict, sweep: list, best_model: Path, bands: dict, ensembles: dict) -> str:
     base = experiments.BASE
     s0 = runs.get("vgg_cpu_s0", {})
@@ -658,7 +658,8 @@ def report_text(runs: dict, counts: np.ndarray, model: nn.Module, tricks: list, 
         "",
         "## 9. What the network looks at",
         "",
-        "Two held-out faces per class; top row the face, bottom row the map over it. Activation maps: the mean "
+        f"Maps of `{best_model.name}`, one member of the released ensemble, for "
+        "two held-out faces per class; top row the face, bottom row the map over it. Activation maps: the mean "
         "over channels of the last convolutional layer (6×6, upsampled). Saliency: the absolute gradient of the "
         "predicted class's score with respect to each pixel.",
         "",
