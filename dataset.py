@@ -192,6 +192,12 @@ def train_val_split(faces: Faces, val_fraction: float, seed: int) -> tuple[np.nd
     return train_idx, val_idx, {"method": "stratified", "val_fraction": val_fraction, "seed": seed}
 
 
+def recorded_split(faces: Faces, split: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Train and held-out rows of the split a checkpoint records (the third value of train_val_split)."""
+    train_idx, val_idx, _ = train_val_split(faces, split.get("val_fraction", 0.1), split.get("seed", 0))
+    return train_idx, val_idx
+
+
 def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
     """Mean and std of the pixels on the 0..1 scale; computed on the training split only."""
     x = images.to(torch.float64) / 255

@@ -16,14 +16,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataset import read_faces, train_val_split  # noqa: E402
+from dataset import read_faces, recorded_split  # noqa: E402
 from model import atomic_write, load_model  # noqa: E402
 from predict import predict_proba  # noqa: E402
 
 
 def heldout_faces(train_csv: str, split: dict) -> tuple[torch.Tensor, torch.Tensor]:
     faces = read_faces(train_csv, require_labels=True)
-    _, val_idx, _ = train_val_split(faces, split.get("val_fraction", 0.1), split.get("seed", 0))
+    _, val_idx = recorded_split(faces, split)
     return faces.images[val_idx], faces.labels[val_idx]
 
 

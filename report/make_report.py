@@ -32,7 +32,7 @@ import experiments  # noqa: E402
 from md2pdf import markdown_to_pdf  # noqa: E402
 from quantize import quantize  # noqa: E402
 
-from dataset import CLASS_NAMES, read_faces, train_val_split  # noqa: E402
+from dataset import CLASS_NAMES, Faces, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, count_parameters, load_model  # noqa: E402
 from predict import predict_proba  # noqa: E402
 
@@ -85,28 +85,40 @@ def summarize_history(history_path: Path) -> dict:
             "wall_seconds": h.get("wall_seconds"), "history": epochs}
 
 
-def heldout(train_csv: str | Path) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Held-out faces and labels of the stratified 10 % split (seed 0) every run here shares, and their rows."""
-    faces = read_faces(train_csv, require_labels=True)
-    _, val_idx, _ = train_val_split(faces, 0.1, 0)
-    return faces.images[val_idx], faces.labels[val_idx].numpy(), val_idx
+SPLIT = {"method": "stratified", "val_fraction": 0.1, "seed": 0}  # the held-out split every run here shares
 
 
-def probs_of(paths: list[Path], images: torch.Tensor) -> np.ndarray:
-    """Mean flip-TTA probabilities of the models (fp32, as predict.py computes them)."""
-    return np.mean([predict_proba(load_model(p)[0], images).numpy() for p in paths], axis=0)
+class HeldOut:
+    """The held-out faces of SPLIT, and each model's flip-TTA probabilities on them (fp32, as predict.py
+    computes them), scored once however many tables use the model."""
+
+    def __init__(self, faces: Faces):
+        train_idx, self.rows = recorded_split(faces, SPLIT)
+        self.images, self.labels = faces.images[self.rows], faces.labels[self.rows].numpy()
+        self.prior = np.bincount(faces.labels[train_idx].numpy(), minlength=7) / len(train_idx)
+        self.scored: dict[Path, np.ndarray] = {}
+
+    def probs(self, *paths: Path) -> np.ndarray:
+        """Mean probabilities of the models (an ensemble when several)."""
+        for p in paths:
+            if p not in self.scored:
+                self.scored[p] = predict_proba(load_model(p)[0], self.images).numpy()
+        return np.mean([self.scored[p] for p in paths], axis=0)
+
+    def accuracy(self, *paths: Path) -> float:
+        return float((self.probs(*paths).argmax(1) == self.labels).mean())
 
 
-def compact_sweep_entry(name: str, checkpoint: Path, images: torch.Tensor, labels: np.ndarray, tmp: Path) -> dict:
+def compact_sweep_entry(name: str, checkpoint: Path, held: HeldOut, tmp: Path) -> dict:
     """Size and held-out accuracy of one model, fp32 and as the int8 file tools/quantize.py writes."""
     model, ckpt = load_model(checkpoint)
-    int8_bytes = quantize(str(checkpoint), str(tmp), max_bytes=10**9)  # the file tools/quantize.py writes
-    int8_acc = (probs_of([tmp], images).argmax(1) == labels).mean()
+    int8_bytes = quantize(str(checkpoint), str(tmp), max_bytes=10**9)
+    int8_acc = held.accuracy(tmp)
+    held.scored.pop(tmp)  # the next model's int8 file reuses the name
     tmp.unlink()
     return {"name": name, "arch": ckpt["config"]["arch"], "channels": ckpt["config"]["channels"],
             "params": count_parameters(model), "checkpoint_bytes": checkpoint.stat().st_size,
-            "int8_bytes": int8_bytes, "val_acc_tta": float((probs_of([checkpoint], images).argmax(1) == labels).mean()),
-            "int8_val_acc_tta": float(int8_acc),
+            "int8_bytes": int8_bytes, "val_acc_tta": held.accuracy(checkpoint), "int8_val_acc_tta": int8_acc,
             "schedule": COMPACT_SCHEDULE if name == "compact" else " ".join(experiments.SHORT)}
 
 
@@ -114,7 +126,7 @@ def collect(train_csv: str | Path, results: Path) -> None:
     """Summaries of every logged run, held-out probabilities of the best model, ensembles, the imbalance
     comparison and the compact sweep, as small files under results/."""
     results.mkdir(parents=True, exist_ok=True)
-    images, labels, rows = heldout(train_csv)
+    held = HeldOut(read_faces(train_csv, require_labels=True))
     runs = {name: summarize_history(base.with_suffix(".json")) for name, base in BEST.items()}
     for name in experiments.EXPERIMENTS:
         if experiments.finished(name):
@@ -124,44 +136,40 @@ def collect(train_csv: str | Path, results: Path) -> None:
             runs[name] = summarize_history(base.with_suffix(".json"))
     write_json({"runs": runs}, results / "runs.json")
 
-    best = probs_of(RELEASED, images)
+    best = held.probs(*RELEASED)
     with atomic_write(results / "heldout_best.csv", "w") as f:
         w = csv.writer(f)
         w.writerow(["row", "label", *[f"p_{c}" for c in CLASS_NAMES]])
-        w.writerows([r, y, *np.round(p, 5)] for r, y, p in zip(rows.tolist(), labels.tolist(), best, strict=True))
+        w.writerows([r, y, *np.round(p, 5)] for r, y, p in zip(held.rows.tolist(), held.labels.tolist(), best,
+                                                                  strict=True))
 
     seeds = [experiments.BASE, *[f"{experiments.BASE}_seed{s}" for s in (1, 2, 3, 4)]]
-    seed_probs = [probs_of([experiments.RUNS / f"{n}.pt"], images) for n in seeds if experiments.finished(n)]
-    ensembles = {str(k): float((np.mean(seed_probs[:k], 0).argmax(1) == labels).mean())
-                 for k in (1, 3, 5) if len(seed_probs) >= k}
+    seed_runs = [experiments.RUNS / f"{n}.pt" for n in seeds if experiments.finished(n)]
+    ensembles = {str(k): held.accuracy(*seed_runs[:k]) for k in (1, 3, 5) if len(seed_runs) >= k}
     write_json({"base": experiments.BASE, "val_acc_tta": ensembles}, results / "ensembles.json")
 
-    faces = read_faces(train_csv, require_labels=True)
-    train_idx, _, _ = train_val_split(faces, 0.1, 0)
-    prior = np.bincount(faces.labels[train_idx].numpy(), minlength=7) / len(train_idx)
-    imbalance = {"prior": prior.tolist(), "rows": []}
+    imbalance = {"prior": held.prior.tolist(), "rows": []}
     candidates = {"released ensemble": best}
     for run, label in ((experiments.BASE, experiments.BASE),
                        (f"{experiments.BASE}_class_weighted", f"{experiments.BASE}, class-weighted loss")):
         if experiments.finished(run):
-            candidates[label] = probs_of([experiments.RUNS / f"{run}.pt"], images)
+            candidates[label] = held.probs(experiments.RUNS / f"{run}.pt")
     for name, probs in candidates.items():
-        imbalance["rows"].append({"model": name, "decision": "arg-max", **per_class_scores(labels, probs.argmax(1))})
+        imbalance["rows"].append({"model": name, "decision": "arg-max",
+                                  **per_class_scores(held.labels, probs.argmax(1))})
         if "class-weighted" not in name:
             imbalance["rows"].append({"model": name, "decision": "logit-adjusted (tau = 1)",
-                                      **per_class_scores(labels, logit_adjusted(probs, prior))})
+                                      **per_class_scores(held.labels, logit_adjusted(probs, held.prior))})
     write_json(imbalance, results / "imbalance.json")
 
     sweep = []
     for name in ("vgg8", "vgg12", "vgg16", "mobilenet8", "mobilenet16", "mobilenet24"):
         if experiments.finished(name):
-            sweep.append(compact_sweep_entry(name, experiments.RUNS / f"{name}.pt", images, labels,
-                                             results / ".sweep.q8"))
+            sweep.append(compact_sweep_entry(name, experiments.RUNS / f"{name}.pt", held, results / ".sweep.q8"))
     compact = COMPACT_RUNS["compact"]
     if experiments.finished(compact.name, compact.parent):
-        sweep.append(compact_sweep_entry("compact", compact.with_suffix(".pt"), images, labels, results / ".sweep.q8"))
-    write_json({"split": {"method": "stratified", "val_fraction": 0.1, "seed": 0}, "models": sweep},
-               results / "compact_sweep.json")
+        sweep.append(compact_sweep_entry("compact", compact.with_suffix(".pt"), held, results / ".sweep.q8"))
+    write_json({"split": SPLIT, "models": sweep}, results / "compact_sweep.json")
 
 
 def write_json(obj: object, path: Path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataset import CLASS_NAMES, DataError, read_faces, train_val_split  # noqa: E402
+from dataset import CLASS_NAMES, DataError, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, load_model  # noqa: E402
 from predict import DEFAULT_MODELS, ensemble_proba  # noqa: E402
 
@@ -114,7 +114,7 @@ def main() -> None:
     try:
         faces = read_faces(args.train_csv, require_labels=True)
         split = load_model(models[0])[1]["split"]
-        _, val_idx, _ = train_val_split(faces, split.get("val_fraction", 0.1), split.get("seed", 0))
+        _, val_idx = recorded_split(faces, split)
         if args.score:
             answers = read_answers(args.score)
         else:
@@ -124,7 +124,8 @@ def main() -> None:
                 raise DataError("labelling needs a display, and matplotlib found none (run it on a desktop)")
             rows = pick_faces(val_idx, args.n, args.seed)
             answers = label_faces(faces.images[:, 0].numpy(), rows, ask_in_window, args.out)
-        outside = [r for r, _ in answers if r not in set(val_idx.tolist())]
+        held_out = set(val_idx.tolist())
+        outside = [r for r, _ in answers if r not in held_out]
         if outside:
             raise DataError(f"{args.score or args.out}: row {outside[0]} is not in the model's held-out split")
         if not answers:

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataset import CLASS_NAMES, read_faces, train_val_split  # noqa: E402
+from dataset import CLASS_NAMES, read_faces, recorded_split  # noqa: E402
 from model import count_parameters, fuse_for_inference, load_compact, load_model, save_compact  # noqa: E402
 from predict import predict_proba  # noqa: E402
 
@@ -41,8 +41,7 @@ def compare(checkpoint: str, compact: str, train_csv: str) -> dict:
     """Held-out figures of the fp32 checkpoint and of its int8 file, on the checkpoint's own split."""
     model, ckpt = load_model(checkpoint)
     faces = read_faces(train_csv, require_labels=True)
-    split = ckpt["split"]
-    _, val_idx, _ = train_val_split(faces, split.get("val_fraction", 0.1), split.get("seed", 0))
+    _, val_idx = recorded_split(faces, ckpt["split"])
     images, labels = faces.images[val_idx], faces.labels[val_idx]
     params = count_parameters(model)  # before folding BatchNorm, as train.py counts them
     fp32 = predict_proba(fuse_for_inference(model), images)
