@@ -19,12 +19,16 @@ from dataset import CLASS_NAMES, DataError, read_faces
 from model import atomic_write, fuse_for_inference, load_model
 
 HERE = Path(__file__).resolve().parent
-# The released ensemble (weights/MANIFEST): the two cpu-preset seeds, 39 s for test.csv on 2 cores.
+# The released ensemble (weights/MANIFEST): the two cpu-preset seeds, 38 s for test.csv on 2 cores.
 DEFAULT_MODELS = [str(HERE / "weights" / f"vgg_cpu_s{seed}.pt") for seed in (0, 1)]
+# Small batches stay in the CPU cache: 32 was among the fastest for both the VGG and the compact net on
+# the 2-core dev machine (runs/batch_size.log); at 64 the compact net's test set took 2.7x as long.
+BATCH_SIZE = 32
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64, tta: bool = True) -> torch.Tensor:
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = BATCH_SIZE,
+                  tta: bool = True) -> torch.Tensor:
     """Class probabilities for uint8 faces (N, 1, 48, 48), averaged over the face and its mirror image."""
     device = next(model.parameters()).device
     model.eval()
@@ -50,7 +54,7 @@ def load_for_inference(path: str) -> nn.Module:
 
 
 def ensemble_proba(model_paths: list[str], images: torch.Tensor, tta: bool = True,
-                   batch_size: int = 64) -> torch.Tensor:
+                   batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """Mean of the models' probabilities; fp32 on the CPU, so the same input gives the same bytes."""
     total = torch.zeros(len(images), len(CLASS_NAMES))
     for path in model_paths:
@@ -73,8 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
                    f"released weights, {', '.join(Path(m).name for m in DEFAULT_MODELS)})")
     p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
-    p.add_argument("--batch-size", type=int, default=64, help="small batches stay in the CPU cache: 64 was the fastest "
-                   "of 64/128/512 on the 2-core dev machine")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="faces per forward pass")
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: PyTorch's default")
     return p.parse_args(argv)
 
