@@ -346,6 +346,7 @@ def plot_compact(sweep: list[dict], path: Path) -> None:
         if key == "int8_bytes":
             ax.axvline(225_000, color="gray", ls=":", label="225,000-byte limit")
         ax.set(xscale="log", xlabel=label, ylabel="held-out accuracy, int8, flip TTA (%)")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped each other
         ax.legend(fontsize=7)
     fig.suptitle("Model size against held-out accuracy")
     save(fig, path)
