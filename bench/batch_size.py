@@ -3,7 +3,7 @@
   python bench/batch_size.py [--data ../shared/fer2013] [--faces 1024] [--sizes 8,16,32,64,128] [--model PATH ...]
 
 Prints, per model and batch size, the median of 3 timed passes over the first --faces test faces
-(flip TTA, as predict.py runs), scaled to the whole 7,178-face test set.
+(flip TTA, as predict.py runs), scaled to the whole test set.
 """
 
 import argparse
@@ -16,18 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_faces  # noqa: E402
-from predict import load_for_inference, predict_proba  # noqa: E402
-
-TEST_FACES = 7178
+from predict import BATCH_SIZE, load_for_inference, predict_proba  # noqa: E402
 
 
-def seconds_per_test_set(model, images, batch_size: int, repeats: int = 3) -> float:
+def seconds_per_test_set(model, images, n_test: int, batch_size: int, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         predict_proba(model, images, batch_size)
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * TEST_FACES / len(images)
+    return statistics.median(times) * n_test / len(images)
 
 
 def main() -> None:
@@ -40,12 +38,13 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}")
-    images = read_faces(args.data / "test.csv.gz").images[:args.faces]
+    test = read_faces(args.data / "test.csv.gz").images
+    images = test[:args.faces]
     for path in args.model or [str(ROOT / "weights" / "compact.q8"), str(ROOT / "weights" / "vgg_cpu_s0.pt")]:
         model = load_for_inference(path)
-        predict_proba(model, images[:256], 64)  # warm-up: the first pass pays for oneDNN's kernel selection
+        predict_proba(model, images[:256], BATCH_SIZE)  # warm-up: the first pass pays for oneDNN's kernel selection
         for size in map(int, args.sizes.split(",")):
-            print(f"{Path(path).name} batch {size:4d}: {seconds_per_test_set(model, images, size):6.2f} s "
+            print(f"{Path(path).name} batch {size:4d}: {seconds_per_test_set(model, images, len(test), size):6.2f} s "
                   f"per test set (flip TTA)", flush=True)
 
 

@@ -46,7 +46,8 @@ COMPACT_RUNS = {"compact_40ep": ROOT / "runs" / "compact" / "mobilenet",
                 "compact": ROOT / "runs" / "compact80" / "mobilenet"}
 COMPACT_SCHEDULE = "--preset compact: 80 epochs, distilled from the released ensemble"
 RELEASED = [ROOT / "weights" / "vgg_cpu_s0.pt", ROOT / "weights" / "vgg_cpu_s1.pt"]
-CLASS_COLORS = plt.get_cmap("tab10").colors[:7]  # one colour per class in every figure
+K = len(CLASS_NAMES)
+CLASS_COLORS = plt.get_cmap("tab10").colors[:K]  # one colour per class in every figure
 HUMAN_ACCURACY = "65 ± 5 %"  # Goodfellow et al. 2013, "Challenges in Representation Learning", FER2013 section
 FIGURES = ["class_counts.png", "samples.png", "curves_best.png", "cnn_vs_mlp.png", "tricks.png", "confusion.png",
            "confusions_examples.png", "per_class.png", "activations.png", "saliency.png", "compact.png"]
@@ -54,7 +55,7 @@ FIGURES = ["class_counts.png", "samples.png", "curves_best.png", "cnn_vs_mlp.png
 
 # ---------------------------------------------------------------- metrics
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = len(CLASS_NAMES)) -> np.ndarray:
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = K) -> np.ndarray:
     """counts[true, predicted]"""
     return np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
 
@@ -97,7 +98,7 @@ class HeldOut:
     def __init__(self, faces: Faces):
         train_idx, self.rows = recorded_split(faces, SPLIT)
         self.images, self.labels = faces.images[self.rows], faces.labels[self.rows].numpy()
-        self.prior = np.bincount(faces.labels[train_idx].numpy(), minlength=7) / len(train_idx)
+        self.prior = np.bincount(faces.labels[train_idx].numpy(), minlength=K) / len(train_idx)
         self.scored: dict[Path, np.ndarray] = {}
 
     def probs(self, *paths: Path) -> np.ndarray:
@@ -188,7 +189,7 @@ def save(fig: plt.Figure, path: Path) -> None:
 
 
 def plot_class_counts(labels: np.ndarray, path: Path) -> np.ndarray:
-    counts = np.bincount(labels, minlength=7)
+    counts = np.bincount(labels, minlength=K)
     fig, ax = plt.subplots(figsize=(7, 3.2))
     bars = ax.bar(CLASS_NAMES, counts, color=CLASS_COLORS)
     for bar, n in zip(bars, counts, strict=True):
@@ -260,11 +261,11 @@ def plot_confusion(cm: np.ndarray, path: Path) -> None:
     norm = cm / cm.sum(1, keepdims=True).clip(1)
     fig, ax = plt.subplots(figsize=(6, 5))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(7):
-        for j in range(7):
+    for i in range(K):
+        for j in range(K):
             ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if norm[i, j] > 0.5 else "black")
-    ax.set(xticks=range(7), yticks=range(7), xlabel="predicted", ylabel="true",
+    ax.set(xticks=range(K), yticks=range(K), xlabel="predicted", ylabel="true",
            title="Confusion matrix, held-out split (rows sum to 1)")
     ax.set_xticklabels(CLASS_NAMES, rotation=45)
     ax.set_yticklabels(CLASS_NAMES)
@@ -274,7 +275,7 @@ def plot_confusion(cm: np.ndarray, path: Path) -> None:
 
 def plot_per_class(scores: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    x = np.arange(7)
+    x = np.arange(K)
     for k, (key, hatch) in enumerate((("precision", ""), ("recall", "//"), ("f1", ".."))):
         ax.bar(x + (k - 1) * 0.27, scores[key], 0.27, color=CLASS_COLORS, hatch=hatch, edgecolor="black",
                linewidth=0.4, label=key)
@@ -307,7 +308,7 @@ def gradient_saliency(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def plot_maps(model: nn.Module, faces: np.ndarray, labels: np.ndarray, act_path: Path, sal_path: Path,
               per_class: int = 2) -> None:
     rng = np.random.default_rng(1)
-    picked = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(7)
+    picked = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(K)
                              if (labels == c).sum() >= per_class])
     x = torch.from_numpy(faces[picked]).float().div(255)[:, None]
     model.eval()
@@ -450,7 +451,7 @@ def top_confusions(cm: np.ndarray, n: int = 3) -> list[tuple[int, int, float]]:
     norm = cm / cm.sum(1, keepdims=True).clip(1)
     np.fill_diagonal(norm, 0)
     order = np.argsort(norm, axis=None)[::-1][:n]
-    return [(int(i // 7), int(i % 7), float(norm.flat[i])) for i in order]
+    return [(int(i // K), int(i % K), float(norm.flat[i])) for i in order]
 
 
 def plot_confusion_examples(images: np.ndarray, rows: np.ndarray, y: np.ndarray, predicted: np.ndarray,
