@@ -1,4 +1,4 @@
-"""FER2013 CSV files -> uint8 image tensors, the held-out split, and torchvision augmentation.
+"""FER2013 CSV files -> uint8 image tensors, the held-out split, and batched augmentation on any device.
 
 Accepted formats (header names matched case-insensitively, spaces stripped; plain or gzip):
   training  label,feature           test  id,feature
@@ -6,6 +6,7 @@ Accepted formats (header names matched case-insensitively, spaces stripped; plai
 """
 
 import gzip
+import math
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -14,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torchvision.transforms import v2
+from torch.nn import functional as F
 
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SIDE = 48
 N_PIXELS = SIDE * SIDE
 USAGES = ("Training", "PublicTest", "PrivateTest")
+# The held-out split of a file without a Usage column: 10 % of each class, whole groups of identical faces.
+DEFAULT_SPLIT = {"method": "grouped", "val_fraction": 0.1, "seed": 0}
 COLUMN_ALIASES = {"label": ("label", "emotion"), "pixels": ("feature", "pixels"), "id": ("id",), "usage": ("usage",)}
 
 
@@ -40,6 +43,8 @@ def _line(row: int) -> int:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a CSV file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -169,7 +174,8 @@ def read_faces(path: str | Path, require_labels: bool = False) -> Faces:
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out round(val_fraction * n_c) random rows of each class c; returns sorted index arrays."""
+    """Hold out round(val_fraction * n_c) random rows of each class c; returns sorted index arrays.
+    The split of the first releases: copies of one face can land on both sides (see grouped_split)."""
     rng = np.random.default_rng(seed)
     val = []
     for c in np.unique(labels):
@@ -180,21 +186,56 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return train_idx, val_idx
 
 
-def train_val_split(faces: Faces, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The challenge's own Training/PublicTest split when a Usage column exists, else a stratified one."""
+def duplicate_groups(images: torch.Tensor) -> np.ndarray:
+    """One group id per face; faces with identical pixels share it (ids in order of first appearance)."""
+    rows = images.reshape(len(images), -1).numpy()
+    codes, _ = pd.factorize(np.array([row.tobytes() for row in rows], dtype=object))  # exact bytes, no hash
+    return codes
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified like stratified_split, but by whole groups of identical faces, so that no held-out face
+    has a copy in the training part (a copy would be a memorised answer). A group counts under the label
+    of its first row; each class gets shuffled groups until round(val_fraction * its rows) are held out."""
+    rng = np.random.default_rng(seed)
+    first = np.unique(groups, return_index=True)[1]
+    group_labels, sizes = labels[first], np.bincount(groups)
+    val_groups = []
+    for c in np.unique(group_labels):
+        chosen = rng.permutation(np.flatnonzero(group_labels == c))
+        target = round(val_fraction * sizes[chosen].sum())
+        n = np.searchsorted(np.cumsum(sizes[chosen]), target) + 1 if target else 0  # first prefix reaching it
+        val_groups.append(chosen[:n])
+    held_out = np.isin(groups, np.concatenate(val_groups))
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+def train_val_split(faces: Faces, val_fraction: float, seed: int,
+                    method: str = DEFAULT_SPLIT["method"]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The challenge's own Training/PublicTest split when a Usage column exists, else a stratified one by
+    groups of identical faces ("grouped") or, for models of the first releases, by rows ("stratified")."""
     if faces.labels is None:
         raise ValueError("a training file needs labels")
     if faces.usage is not None:
         train_idx = np.flatnonzero(faces.usage == "Training")
         val_idx = np.flatnonzero(faces.usage == "PublicTest")
         return train_idx, val_idx, {"method": "usage", "train": "Training", "val": "PublicTest"}
-    train_idx, val_idx = stratified_split(faces.labels.numpy(), val_fraction, seed)
-    return train_idx, val_idx, {"method": "stratified", "val_fraction": val_fraction, "seed": seed}
+    labels = faces.labels.numpy()
+    if method == "stratified":
+        train_idx, val_idx = stratified_split(labels, val_fraction, seed)
+    elif method == "grouped":
+        train_idx, val_idx = grouped_split(labels, duplicate_groups(faces.images), val_fraction, seed)
+    else:
+        raise ValueError(f"unknown split method {method!r}")
+    return train_idx, val_idx, {"method": method, "val_fraction": val_fraction, "seed": seed}
 
 
 def recorded_split(faces: Faces, split: dict) -> tuple[np.ndarray, np.ndarray]:
     """Train and held-out rows of the split a checkpoint records (the third value of train_val_split)."""
-    train_idx, val_idx, _ = train_val_split(faces, split.get("val_fraction", 0.1), split.get("seed", 0))
+    if split["method"] == "usage":
+        return train_val_split(faces, 0.0, 0)[:2]
+    train_idx, val_idx, _ = train_val_split(faces, split["val_fraction"], split["seed"], split["method"])
     return train_idx, val_idx
 
 
@@ -204,31 +245,65 @@ def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
-def train_augmentation(rotate: float = 10.0, shift: float = 0.1, scale: float = 0.1,
-                       erase: float = 0.5) -> v2.Compose:
-    """Random per sample: flip, small affine (rotation, scale, translation), random erasing."""
-    return v2.Compose([
-        v2.RandomHorizontalFlip(),
-        v2.RandomAffine(degrees=rotate, translate=(shift, shift), scale=(1 - scale, 1 + scale)),
-        v2.RandomErasing(p=erase, scale=(0.02, 0.15), value=0),
-    ])
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Index tensors of the full batches of one seeded permutation of n rows, on the generator's device
+    (the last partial batch is dropped, so every step has the same shape)."""
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    return list(order[: n - n % batch_size].view(-1, batch_size))
 
 
-class FaceDataset(torch.utils.data.Dataset):
-    """uint8 faces -> float (1, 48, 48) in 0..1, augmented when a transform is given; with teacher
-    logits (N, 7), each item is (face, label, teacher logits) for distillation."""
+def augment(x: torch.Tensor, generator: torch.Generator, rotate: float, shift: float, scale: float,
+            erase: float) -> torch.Tensor:
+    """Random per face, as one batched operation on x's device: horizontal flip, rotation up to `rotate`
+    degrees, zoom by up to +-scale, translation by up to +-shift of the side (all in one grid_sample,
+    black outside the face), then, with probability `erase`, one black rectangle of 2-15 % of the area
+    (aspect 0.3-3.3, as torchvision's RandomErasing). x: float (B, 1, S, S) on the 0..1 scale."""
+    b, _, side, _ = x.shape
+    u = torch.rand(b, 10, generator=generator, device=x.device)
+    # Inverse map of each output pixel to the input (normalised coordinates): undo the translation, then
+    # the rotation and zoom; negating the x row mirrors the face.
+    angle = (2 * u[:, 0] - 1) * math.radians(rotate)
+    zoom = 1 + (2 * u[:, 1] - 1) * scale
+    tx, ty = (2 * u[:, 2] - 1) * 2 * shift, (2 * u[:, 3] - 1) * 2 * shift
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, sin, -(cos * tx + sin * ty)], 1),
+                         torch.stack([-sin, cos, sin * tx - cos * ty], 1)], 1)
+    theta[:, 0] *= torch.where(u[:, 4] < 0.5, -1.0, 1.0)[:, None]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Random erasing: a rectangle of area a and aspect r, placed uniformly, on a random subset of faces.
+    area = (0.02 + 0.13 * u[:, 5]) * side * side
+    aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * u[:, 6])
+    h = (area * aspect).sqrt().round().clamp(1, side - 1)
+    w = (area / aspect).sqrt().round().clamp(1, side - 1)
+    top = (u[:, 7] * (side - h + 1)).floor()
+    left = (u[:, 8] * (side - w + 1)).floor()
+    r = torch.arange(side, device=x.device, dtype=x.dtype)
+    rows = (r >= top[:, None]) & (r < (top + h)[:, None])
+    cols = (r >= left[:, None]) & (r < (left + w)[:, None])
+    box = rows[:, :, None] & cols[:, None, :] & (u[:, 9] < erase)[:, None, None]
+    return x.masked_fill(box[:, None], 0.0)
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Compose | None = None,
-                 teacher_logits: torch.Tensor | None = None):
-        self.images, self.labels, self.transform, self.teacher_logits = images, labels, transform, teacher_logits
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        x = self.images[i].float().div_(255)
-        if self.transform is not None:
-            x = self.transform(x)
-        if self.teacher_logits is None:
-            return x, self.labels[i]
-        return x, self.labels[i], self.teacher_logits[i]
+def mix(x: torch.Tensor, generator: torch.Generator, rng: np.random.Generator, mixup: float,
+        cutmix: float) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) with a shuffled copy of the batch: returns
+    (mixed faces, the partner order, lam), the loss being lam * loss(y) + (1 - lam) * loss(y[order]).
+    alpha 0 turns each off; with both on, each batch takes one of them at random. lam and the CutMix
+    box come from the host rng, so nothing waits for the device."""
+    choices = [name for name, alpha in (("mixup", mixup), ("cutmix", cutmix)) if alpha > 0]
+    if not choices:
+        return x, None, 1.0
+    kind = choices[rng.integers(len(choices))]
+    lam = float(rng.beta(mixup, mixup) if kind == "mixup" else rng.beta(cutmix, cutmix))
+    order = torch.randperm(len(x), generator=generator, device=x.device)
+    if kind == "mixup":
+        return lam * x + (1 - lam) * x[order], order, lam
+    side = x.shape[-1]
+    cut = round(side * math.sqrt(1 - lam))
+    cy, cx = rng.integers(side, size=2)
+    top, bottom = max(cy - cut // 2, 0), min(cy + cut - cut // 2, side)
+    left, right = max(cx - cut // 2, 0), min(cx + cut - cut // 2, side)
+    x = x.clone()
+    x[:, :, top:bottom, left:right] = x[order][:, :, top:bottom, left:right]
+    return x, order, 1 - (bottom - top) * (right - left) / side**2  # lam of the box actually pasted

@@ -7,6 +7,7 @@ training split live inside it as buffers, so a checkpoint alone is enough to pre
 import copy
 import json
 import os
+import pickle
 import struct
 import subprocess
 import tempfile
@@ -196,6 +197,22 @@ def git_commit() -> str:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def output_problem(path: str | Path, make_folders: bool = False) -> str | None:
+    """Why a file cannot be written at path (one line naming it), or None. Scripts check their outputs
+    before any work, so a long run never ends in a traceback; make_folders: missing folders get made."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path}: is a folder; give a file name"
+    folder = path.parent
+    while make_folders and not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists: the rest will be made
+    if not folder.is_dir():
+        return f"{path}: {folder} is not a folder" if folder.exists() else f"{path}: folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{path}: folder {folder} is not writable"
+    return None
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Write to a temporary file in the same folder, then rename: a reader never sees half a file,
@@ -226,10 +243,28 @@ def make_checkpoint(model: nn.Module, config: dict, **metadata) -> dict:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code runs
+    """A checkpoint of this project; anything else is a one-line ValueError that says what the file is not
+    (never PyTorch's own message, which suggests loading untrusted files with weights_only=False)."""
+    not_ours = f"{path}: not a model file of this project (neither a checkpoint of format {CHECKPOINT_FORMAT} " \
+               f"nor a compact .q8 file)"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code runs
+    except OSError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError, UnicodeDecodeError):
+        raise ValueError(not_ours) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a model checkpoint of this project (format {CHECKPOINT_FORMAT})")
+        raise ValueError(not_ours)
     return checkpoint
+
+
+def store_fp16(checkpoint: dict) -> dict:
+    """The checkpoint with its conv and linear weights stored as fp16 (half the bytes; load_model turns
+    them back into fp32). Normalisation, BatchNorm and biases stay fp32: they are few, and the
+    normalisation statistics would lose their last digits."""
+    state = {k: v.half() if v.is_floating_point() and v.ndim >= 2 else v for k, v in checkpoint["state_dict"].items()}
+    return {**checkpoint, "state_dict": state, "weights_stored_as": "float16"}
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,19 @@ import pytest
 import torch
 from conftest import ROOT, pixel_strings, synthetic_faces, write_csv
 
-from dataset import DataError, FaceDataset, read_faces, stratified_split, train_augmentation, train_val_split
+from dataset import (
+    DataError,
+    Faces,
+    augment,
+    duplicate_groups,
+    epoch_batches,
+    grouped_split,
+    mix,
+    read_faces,
+    recorded_split,
+    stratified_split,
+    train_val_split,
+)
 
 IMAGES, LABELS = synthetic_faces(12, seed=3)
 PIXELS = pixel_strings(IMAGES)
@@ -63,6 +75,114 @@ def test_stratified_split_keeps_class_proportions_and_is_seeded() -> None:
     assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(labels.size))
     assert np.array_equal(stratified_split(labels, 0.1, seed=5)[1], val_idx)
     assert not np.array_equal(stratified_split(labels, 0.1, seed=6)[1], val_idx)
+
+
+def faces_with_copies(n: int = 700, seed: int = 0) -> Faces:
+    """n synthetic faces of which some are pixel-identical copies of others, as in FER2013."""
+    images, labels = synthetic_faces(n, seed)
+    rng = np.random.default_rng(seed)
+    copies = rng.choice(n, n // 5, replace=False)
+    images[copies] = images[rng.choice(n, n // 5)]  # some faces get copied two or three times
+    return Faces(torch.from_numpy(images).view(n, 1, 48, 48), torch.from_numpy(labels), np.arange(n), None)
+
+
+def test_duplicate_groups_join_exactly_the_identical_faces() -> None:
+    faces = faces_with_copies()
+    groups = duplicate_groups(faces.images)
+    flat = faces.images.view(len(groups), -1)
+    assert groups.max() + 1 == len(np.unique(flat.numpy(), axis=0))
+    for i, j in ((0, 1), (3, 7), *np.argwhere(groups[:, None] == groups[None, :])[:50]):
+        assert (groups[i] == groups[j]) == torch.equal(flat[i], flat[j])
+
+
+def test_grouped_split_keeps_every_copy_on_one_side_stratified_and_seeded() -> None:
+    faces = faces_with_copies()
+    groups = duplicate_groups(faces.images)
+    labels = faces.labels.numpy()
+    train_idx, val_idx = grouped_split(labels, groups, 0.1, seed=5)
+    assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(len(labels)))
+    assert not set(groups[train_idx]) & set(groups[val_idx])  # no held-out face has a copy in training
+    per_class = np.bincount(labels[val_idx], minlength=7) / np.bincount(labels, minlength=7)
+    assert np.all(np.abs(per_class - 0.1) < 0.05)
+    assert np.array_equal(grouped_split(labels, groups, 0.1, seed=5)[1], val_idx)
+    assert not np.array_equal(grouped_split(labels, groups, 0.1, seed=6)[1], val_idx)
+    # the row-stratified split of the first releases puts copies on both sides; it stays reproducible
+    old_train, old_val, split = train_val_split(faces, 0.1, 0, method="stratified")
+    assert set(groups[old_train]) & set(groups[old_val])
+    assert split == {"method": "stratified", "val_fraction": 0.1, "seed": 0}
+    assert np.array_equal(recorded_split(faces, split)[1], old_val)
+    new_split = train_val_split(faces, 0.1, 0)[2]
+    assert new_split["method"] == "grouped" and np.array_equal(recorded_split(faces, new_split)[1],
+                                                                train_val_split(faces, 0.1, 0)[1])
+
+
+def test_epoch_batches_are_a_seeded_permutation_in_full_batches() -> None:
+    batches = epoch_batches(100, 32, torch.Generator().manual_seed(1))
+    assert [len(b) for b in batches] == [32, 32, 32]
+    seen = torch.cat(batches)
+    assert len(set(seen.tolist())) == 96
+    assert torch.equal(seen, torch.cat(epoch_batches(100, 32, torch.Generator().manual_seed(1))))
+    assert not torch.equal(seen, torch.cat(epoch_batches(100, 32, torch.Generator().manual_seed(2))))
+
+
+def batch_of_one_face(n: int = 16) -> torch.Tensor:
+    return torch.from_numpy(np.repeat(IMAGES[:1], n, axis=0)).view(n, 1, 48, 48).float().div(255)
+
+
+def test_augmentation_is_random_per_face_and_seeded() -> None:
+    x = batch_of_one_face()
+    out = augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1, 0.5)
+    assert out.shape == x.shape and out.dtype == x.dtype and 0 <= out.min() and out.max() <= 1
+    assert len({tuple(face.flatten().tolist()) for face in out}) == 16  # one face in, 16 different faces out
+    assert torch.equal(out, augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1, 0.5))
+    assert not torch.equal(out, augment(x, torch.Generator().manual_seed(1), 10, 0.1, 0.1, 0.5))
+
+
+def test_without_geometry_a_face_is_kept_or_mirrored_about_half_the_time() -> None:
+    x = batch_of_one_face(200)
+    out = augment(x, torch.Generator().manual_seed(0), 0, 0, 0, 0)
+    same = (out - x).abs().flatten(1).amax(1) < 1e-5
+    mirrored = (out - x.flip(3)).abs().flatten(1).amax(1) < 1e-5
+    assert torch.all(same | mirrored) and 70 < int(mirrored.sum()) < 130
+
+
+def test_a_shift_moves_the_face_and_fills_black() -> None:
+    x = torch.ones(64, 1, 48, 48)
+    out = augment(x, torch.Generator().manual_seed(0), 0, 0.1, 0, 0)
+    black = (out < 0.5).flatten(1).sum(1)
+    assert black.max() > 0.1 * 48 * 48 and black.max() <= 48 * 48 * (1 - 0.9 * 0.9) + 48  # at most 10 % each way
+
+
+def test_random_erasing_blacks_out_one_rectangle_of_2_to_15_percent() -> None:
+    x = torch.ones(200, 1, 48, 48)
+    out = augment(x, torch.Generator().manual_seed(0), 0, 0, 0, erase=0.5)
+    erased = (out == 0).flatten(1).sum(1).float() / (48 * 48)
+    hit = erased > 0
+    assert 70 < int(hit.sum()) < 130
+    assert erased[hit].min() >= 0.015 and erased[hit].max() <= 0.16
+    for face in out[hit][:20, 0]:  # the black pixels form one rectangle
+        rows, cols = torch.nonzero(face == 0, as_tuple=True)
+        area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert area == len(rows)
+
+
+def test_mixup_and_cutmix_mix_faces_and_report_their_share() -> None:
+    x = torch.rand(8, 1, 48, 48)
+    rng = np.random.default_rng(0)
+    same, partner, lam = mix(x, torch.Generator().manual_seed(0), rng, 0.0, 0.0)
+    assert same is x and partner is None and lam == 1.0
+    mixed, partner, lam = mix(x, torch.Generator().manual_seed(0), rng, 0.4, 0.0)
+    assert 0 <= lam <= 1 and torch.allclose(mixed, lam * x + (1 - lam) * x[partner])
+    cut, partner, lam = mix(x, torch.Generator().manual_seed(0), rng, 0.0, 1.0)
+    moved = partner != torch.arange(8)  # a face may draw itself as its partner
+    pasted = (cut != x)[moved].float().mean().item()
+    assert moved.any() and 0 < pasted < 1 and abs(pasted - (1 - lam)) < 1e-3
+    assert torch.all((cut == x) | (cut == x[partner]))
+
+
+def test_a_folder_given_as_the_csv_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=rf"^{tmp_path}: is a folder, not a CSV file$"):
+        read_faces(tmp_path)
 
 
 def replace_row(rows: list[str], i: int, row: str) -> list[str]:
@@ -151,13 +271,3 @@ def test_clis_exit_2_with_one_line_and_write_nothing(tmp_path: Path, script: str
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and f"{bad}:9: pixel value '256'" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
-
-
-def test_augmentation_is_random_per_sample_and_off_without_a_transform() -> None:
-    images = torch.from_numpy(np.repeat(IMAGES[:1], 16, axis=0)).view(16, 1, 48, 48)
-    labels = torch.zeros(16, dtype=torch.long)
-    torch.manual_seed(0)
-    augmented = torch.stack([FaceDataset(images, labels, train_augmentation())[i][0] for i in range(16)])
-    assert len({tuple(x.flatten().tolist()) for x in augmented}) == 16  # same face in, 16 different faces out
-    plain = torch.stack([FaceDataset(images, labels)[i][0] for i in range(16)])
-    assert torch.equal(plain, images.float().div(255))

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from predict import RELEASED_ENSEMBLE
+
 SCRIPT = ROOT / "hw2_download.sh"
 GOOD = b"released weights " * 1000
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
@@ -130,6 +132,12 @@ def test_file_kept_in_git_is_verified_and_restored(tmp_path: Path) -> None:
 
 
 def test_shipped_weights_are_listed_and_intact() -> None:
+    entries = [line.split() for line in (ROOT / "weights" / "MANIFEST").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    listed = {name for name, _, _ in entries}
+    assert {Path(m).name for m in RELEASED_ENSEMBLE} | {"compact.q8"} <= listed
+    for name, sha, _ in entries:  # every entry, checked here too, not only through the script's output
+        assert hashlib.sha256((ROOT / "weights" / name).read_bytes()).hexdigest() == sha, name
     result = download(ROOT / "weights" / "MANIFEST")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("ok ") >= 1
+    assert sorted(result.stdout.splitlines()) == sorted(f"ok        {name}" for name in listed)

@@ -18,7 +18,7 @@ def test_train_then_test_gives_a_valid_submission(tmp_path: Path) -> None:
     train_csv = write_train_csv(tmp_path / "train.csv", n=420)
     test_csv = write_test_csv(tmp_path / "test.csv", n=40, first_id=5)
     trained = bash(str(ROOT / "hw2_train.sh"), "train.csv", "--out", "model.pt", "--epochs", "3",
-                   "--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--workers", "0", cwd=tmp_path)
+                   "--channels", "8,16", "--hidden", "32", "--batch-size", "32", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert "best epoch" in trained.stdout and (tmp_path / "model.json").exists()
     tested = bash(str(ROOT / "hw2_test.sh"), "test.csv", "pred.csv", "--model", "model.pt", cwd=tmp_path)

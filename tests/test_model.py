@@ -1,3 +1,4 @@
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from model import (
     mlp_params,
     quantize_int8,
     save_compact,
+    store_fp16,
 )
 
 
@@ -74,21 +76,37 @@ def test_checkpoint_rebuilds_the_model_alone(tmp_path: Path) -> None:
 
 
 def test_fp16_stored_weights_load_as_fp32(tmp_path: Path) -> None:
-    config = {"arch": "mlp", "hidden": 16, "depth": 1}
-    model = build_model(config).eval()
-    checkpoint = make_checkpoint(model, config)
-    checkpoint["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
-    atomic_save(checkpoint, tmp_path / "h.pt")
-    loaded, _ = load_model(tmp_path / "h.pt")
+    config = {"arch": "vgg", "channels": [8, 16], "hidden": 16, "mean": 0.5077, "std": 0.2551}
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.train()(torch.rand(32, 1, 48, 48))
+    model.eval()
+    full, half = tmp_path / "f.pt", tmp_path / "h.pt"
+    atomic_save(make_checkpoint(model, config), full)
+    atomic_save(store_fp16(make_checkpoint(model, config)), half)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    state = load_checkpoint(half)["state_dict"]
+    assert state["features.1.weight"].dtype == torch.float16  # a conv weight
+    assert state["features.0.mean"].dtype == state["features.2.running_var"].dtype == torch.float32
+    loaded, _ = load_model(half)
     x = torch.rand(4, 1, 48, 48)
     assert next(loaded.parameters()).dtype == torch.float32
     assert torch.allclose(loaded(x), model(x), atol=1e-2)
 
 
-def test_a_foreign_file_is_not_a_checkpoint(tmp_path: Path) -> None:
-    torch.save({"weights": torch.zeros(3)}, tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="not a model checkpoint"):
+@pytest.mark.parametrize("write", [
+    lambda p: torch.save({"weights": torch.zeros(3)}, p),  # tensors, but not our format
+    lambda p: torch.save(Counter("a pickled object that weights_only refuses"), p),
+    lambda p: p.write_bytes(b"plain text"),
+    lambda p: p.write_bytes(b""),
+])
+def test_a_foreign_file_is_not_a_checkpoint_and_the_message_says_what_it_is_not(tmp_path: Path, write) -> None:
+    write(tmp_path / "x.pt")
+    with pytest.raises(ValueError) as err:
         load_checkpoint(tmp_path / "x.pt")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'x.pt'}: not a model file of this project") and "\n" not in message
+    assert "weights_only" not in message
 
 
 def test_folding_batchnorm_keeps_the_outputs() -> None:

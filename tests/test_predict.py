@@ -81,5 +81,25 @@ def test_corrupt_model_is_a_clear_error(tmp_path: Path, test_csv: Path, capsys: 
     with pytest.raises(SystemExit) as exit_info:
         predict.main([str(test_csv), str(tmp_path / "pred.csv"), "--model", str(tmp_path / "bad.pt")])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "bad.pt: not a usable model file" in err and err.count("\n") == 1
+    assert exit_info.value.code == 2 and "bad.pt: not a model file of this project" in err and err.count("\n") == 1
     assert not (tmp_path / "pred.csv").exists()
+
+
+@pytest.mark.parametrize("where", ["existing folder", "missing folder", "a file as folder"])
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path, test_csv: Path, models: list[str], where: str) -> None:
+    (tmp_path / "a_file").write_text("x")
+    out = {"existing folder": tmp_path, "missing folder": tmp_path / "no" / "pred.csv",
+           "a file as folder": tmp_path / "a_file" / "pred.csv"}[where]
+    before = sorted(tmp_path.iterdir())
+    result = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(test_csv), str(out), "--model", models[0]],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and str(out) in result.stderr
+    assert "Traceback" not in result.stderr and sorted(tmp_path.iterdir()) == before
+
+
+def test_a_folder_given_as_input_or_model_says_so(tmp_path: Path, test_csv: Path, models: list[str], capsys: pytest.CaptureFixture) -> None:
+    for argv in ([str(tmp_path), str(tmp_path / "p.csv"), "--model", models[0]],
+                 [str(test_csv), str(tmp_path / "p.csv"), "--model", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main(argv)
+        assert exit_info.value.code == 2 and f"{tmp_path}: is a folder" in capsys.readouterr().err

@@ -7,13 +7,14 @@ import torch
 from conftest import write_train_csv
 
 import train
-from model import load_checkpoint
+from model import build_model, count_parameters, load_checkpoint
 
-TINY = ["--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--workers", "0", "--no-augment"]
+TINY_MODEL = ["--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--bf16", "off"]
+TINY = [*TINY_MODEL, "--no-augment"]  # a mirrored bar is another class's bar: flips would change the labels
 
 
-def run(csv: Path, out: Path, *flags: str) -> dict:
-    return train.main([str(csv), "--out", str(out), *TINY, *flags])
+def run(csv: Path, out: Path, *flags: str, model: list[str] = TINY) -> dict:
+    return train.main([str(csv), "--out", str(out), *model, *flags])
 
 
 def curve(result: dict) -> list[tuple]:
@@ -24,7 +25,7 @@ def test_a_small_model_learns_a_separable_task(tmp_path: Path) -> None:
     csv = write_train_csv(tmp_path / "train.csv", n=700)
     result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.05")
     assert result["best_val_acc"] >= 0.6  # chance is 1/7
-    assert result["n_val"] == 70 and result["split"] == {"method": "stratified", "val_fraction": 0.1, "seed": 0}
+    assert result["n_val"] == 70 and result["split"] == {"method": "grouped", "val_fraction": 0.1, "seed": 0}
     history = json.loads((tmp_path / "m.json").read_text())
     assert history["finished"] and len(history["history"]) == 6
     assert not (tmp_path / "m.resume.pt").exists()
@@ -41,10 +42,13 @@ def test_early_stopping_stops_when_validation_stalls(tmp_path: Path) -> None:
 
 def test_same_seed_same_history_and_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     csv = write_train_csv(tmp_path / "train.csv")
-    flags = ("--epochs", "4", "--seed", "3")
-    reference = run(csv, tmp_path / "a.pt", *flags, "--no-augment")
-    again = run(csv, tmp_path / "b.pt", *flags, "--no-augment")
+    # every random part on: batch order, per-face augmentation, mixup or CutMix per batch, dropout
+    flags = ("--epochs", "4", "--seed", "3", "--mixup", "0.4", "--cutmix", "1.0")
+    reference = run(csv, tmp_path / "a.pt", *flags, model=TINY_MODEL)
+    again = run(csv, tmp_path / "b.pt", *flags, model=TINY_MODEL)
     assert curve(again) == curve(reference)
+    other_seed = run(csv, tmp_path / "o.pt", *flags[:2], "--seed", "4", *flags[4:], model=TINY_MODEL)
+    assert curve(other_seed) != curve(reference)
 
     real_evaluate, calls = train.evaluate, []
 
@@ -56,10 +60,10 @@ def test_same_seed_same_history_and_resume_continues_exactly(tmp_path: Path, mon
 
     monkeypatch.setattr(train, "evaluate", evaluate_then_die_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        run(csv, tmp_path / "c.pt", *flags)
+        run(csv, tmp_path / "c.pt", *flags, model=TINY_MODEL)
     assert (tmp_path / "c.resume.pt").exists() and (tmp_path / "c.pt").exists()
     monkeypatch.setattr(train, "evaluate", real_evaluate)
-    resumed = run(csv, tmp_path / "c.pt", *flags, "--resume")
+    resumed = run(csv, tmp_path / "c.pt", *flags, "--resume", model=TINY_MODEL)
     assert curve(resumed) == curve(reference)
     assert not (tmp_path / "c.resume.pt").exists()
 
@@ -73,16 +77,50 @@ def test_refuses_to_overwrite_a_finished_model(tmp_path: Path) -> None:
 
 
 def test_presets_set_defaults_and_flags_override_them() -> None:
-    args = train.parse_args(["x.csv", "--preset", "cpu", "--epochs", "3"])
-    assert args.epochs == 3 and args.channels == train.PRESETS["cpu"]["channels"] and args.bf16 == "on"
-    assert train.parse_args(["x.csv"]).epochs == train.DEFAULTS["epochs"]
+    args = train.parse_args(["x.csv", "--preset", "full", "--epochs", "3"])
+    assert args.epochs == 3 and args.batch_size == train.PRESETS["full"]["batch_size"]
+    assert args.channels == train.HPARAMS["channels"] and not args.preset_chosen
+
+
+def test_without_a_preset_cuda_gets_full_and_a_cpu_gets_cpu(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert train.parse_args(["x.csv", "--device", "cuda"]).preset == "full"
+    args = train.parse_args(["x.csv", "--device", "cpu"])
+    assert args.preset == "cpu" and args.preset_chosen and args.epochs == train.PRESETS["cpu"]["epochs"]
+    csv = write_train_csv(tmp_path / "train.csv")
+    run(csv, tmp_path / "m.pt", "--epochs", "1", "--device", "cpu")
+    assert capsys.readouterr().out.splitlines()[0].startswith("preset: cpu (no --preset given")
+
+
+def test_the_mlp_preset_is_matched_to_the_default_vgg() -> None:
+    args = train.parse_args(["x.csv", "--preset", "mlp"])
+    mlp, vgg = (count_parameters(build_model(train.model_config(a, 0.5, 0.2)))
+                for a in (args, train.parse_args(["x.csv", "--preset", "full"])))
+    assert abs(mlp - vgg) / vgg <= 0.01 and args.no_augment
+
+
+def test_mixup_and_cutmix_still_learn(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.2", "--mixup", "0.2", "--cutmix", "1.0")
+    assert result["best_val_acc"] >= 0.5 and result["args"]["mixup"] == 0.2
+
+
+@pytest.mark.parametrize("where", ["folder", "missing parent file"])
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, where: str) -> None:
+    csv = write_train_csv(tmp_path / "train.csv")
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path if where == "folder" else tmp_path / "a_file" / "m.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        run(csv, out, "--epochs", "1")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and str(out) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "train.csv"]
 
 
 def test_help_documents_every_flag(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
     text = capsys.readouterr().out
-    for name in train.DEFAULTS:
+    for name in train.HPARAMS:
         assert "--" + name.replace("_", "-") in text
 
 
