@@ -67,7 +67,8 @@ HPARAMS = {
     "split_seed": DEFAULT_SPLIT["seed"],
     # hardware
     "device": "auto",  # CUDA when present
-    "bf16": "auto",  # bf16 autocast: on for CUDA (tensor cores); the cpu preset turns it on for avx512_bf16
+    "bf16": "auto",  # bf16 autocast where the hardware does bf16 natively (CUDA, CPUs with avx512_bf16/AMX);
+    # elsewhere it is emulated and several times slower than fp32
     "compile": False,  # torch.compile pays only when the epochs saved outweigh its start-up (history logs both)
     # model: the default architecture of model.py
     "arch": DEFAULT_VGG["arch"],
@@ -91,8 +92,8 @@ HPARAMS = {
     "init": "",
 }
 PRESETS = {
-    # 2-core CPU, under an hour: a narrower VGG and fewer epochs; bf16 autocast (fast with avx512_bf16).
-    "cpu": {"channels": "40,80,160,320", "epochs": 40, "bf16": "on"},
+    # A 2-core CPU, an hour or two: a narrower VGG and fewer epochs.
+    "cpu": {"channels": "40,80,160,320", "epochs": 40},
     # One GPU, about a minute: the full-width VGG, batch 256 for fewer, fuller GPU steps (lr scales with it).
     "fast": {"epochs": 40, "batch_size": 256},
     # One GPU, a few minutes: the same network trained three times longer, since 300-epoch VGGs reach the
@@ -102,7 +103,7 @@ PRESETS = {
     # distilled from the released cpu ensemble, so on that ensemble's (row-stratified) split. It still
     # underfits at 40 epochs (train accuracy below held-out), so it gets twice the cpu preset's.
     "compact": {"arch": "mobilenet", "channels": "36,72,144,288", "convs_per_stage": 2, "dropout": 0.2,
-                "epochs": 80, "bf16": "on", "teacher": ",".join(RELEASED_ENSEMBLE), "split_method": "stratified"},
+                "epochs": 80, "teacher": ",".join(RELEASED_ENSEMBLE), "split_method": "stratified"},
     # The MLP baseline on its own recipe: matched to the default VGG's parameter count (a test checks the
     # hidden width); no geometric augmentation, which an MLP without weight sharing cannot exploit; more
     # dropout and a lower lr, since its first layer alone holds millions of weights.
@@ -115,6 +116,13 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively here: tensor cores on CUDA, avx512_bf16 or AMX through oneDNN on a CPU."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 
 
 def default_preset(device: str) -> str:
@@ -159,7 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--temperature", type=float, help="softening temperature of student and teacher")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    g.add_argument("--bf16", choices=["auto", "on", "off"], help="bf16 autocast; auto: on for CUDA only")
+    g.add_argument("--bf16", choices=["auto", "on", "off"], help="bf16 autocast; auto: on where the hardware has "
+                   "native bf16 (CUDA; CPUs with avx512_bf16 or AMX)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the training step")
     g = p.add_argument_group("model")
     g.add_argument("--arch", choices=["vgg", "mobilenet", "mlp"])
@@ -317,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # device and numerics
     device = pick_device(args.device)
-    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda")
+    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16(device))
     torch.backends.cudnn.benchmark = True  # fixed batch shapes: cuDNN times its algorithms once, keeps the fastest
     torch.manual_seed(args.seed)
 
