@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_faces  # noqa: E402
-from predict import BATCH_SIZE, load_for_inference, predict_proba  # noqa: E402
+from predict import BATCH_SIZE, RELEASED_ENSEMBLE, load_for_inference, predict_proba  # noqa: E402
 
 
 def seconds_per_test_set(model, images, n_test: int, batch_size: int, repeats: int = 3) -> float:
@@ -33,14 +33,14 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "fer2013")
     p.add_argument("--faces", type=int, default=1024)
     p.add_argument("--sizes", default="8,16,32,64,128")
-    p.add_argument("--model", action="append", default=[], help="default: weights/compact.q8 and vgg_cpu_s0.pt")
+    p.add_argument("--model", action="append", default=[], help="default: compact.q8, a released VGG")
     args = p.parse_args()
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}")
     test = read_faces(args.data / "test.csv.gz").images
     images = test[:args.faces]
-    for path in args.model or [str(ROOT / "weights" / "compact.q8"), str(ROOT / "weights" / "vgg_cpu_s0.pt")]:
+    for path in args.model or [str(ROOT / "weights" / "compact.q8"), RELEASED_ENSEMBLE[0]]:
         model = load_for_inference(path)
         predict_proba(model, images[:256], BATCH_SIZE)  # warm-up: the first pass pays for oneDNN's kernel selection
         for size in map(int, args.sizes.split(",")):

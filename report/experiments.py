@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 from model import build_model, count_parameters, matched_mlp_config  # noqa: E402
 
 RUNS = ROOT / "runs" / "report"
-SHORT = ["--epochs", "10", "--bf16", "on"]
+# the schedule and split every report run shares: the row-stratified split of the runs already logged
+SHORT = ["--preset", "cpu", "--epochs", "10", "--split-method", "stratified"]
 VGG = ["--arch", "vgg", "--convs-per-stage", "2", "--hidden", "128"]
 MOBILENET = ["--arch", "mobilenet", "--convs-per-stage", "2", "--dropout", "0.2"]
 BASE = "vgg16"  # the reference run of the ablations: one sweep width, so no run is done twice

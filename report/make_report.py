@@ -34,7 +34,7 @@ from quantize import quantize  # noqa: E402
 
 from dataset import CLASS_NAMES, Faces, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, count_parameters, load_model  # noqa: E402
-from predict import predict_proba  # noqa: E402
+from predict import RELEASED_ENSEMBLE, predict_proba  # noqa: E402
 
 HERE = ROOT / "report"
 DATA = ROOT.parent / "shared" / "fer2013" / "train.csv.gz"
@@ -45,7 +45,7 @@ COMPACT_RUNS = {"compact_40ep": ROOT / "runs" / "compact" / "mobilenet",
                 "compact_40ep_ft": ROOT / "runs" / "compact_ft" / "mobilenet",
                 "compact": ROOT / "runs" / "compact80" / "mobilenet"}
 COMPACT_SCHEDULE = "--preset compact: 80 epochs, distilled from the released ensemble"
-RELEASED = [ROOT / "weights" / "vgg_cpu_s0.pt", ROOT / "weights" / "vgg_cpu_s1.pt"]
+RELEASED = [Path(path) for path in RELEASED_ENSEMBLE]
 K = len(CLASS_NAMES)
 CLASS_COLORS = plt.get_cmap("tab10").colors[:K]  # one colour per class in every figure
 HUMAN_ACCURACY = "65 ± 5 %"  # Goodfellow et al. 2013, "Challenges in Representation Learning", FER2013 section

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import CLASS_NAMES, DataError, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, load_model  # noqa: E402
+from model import atomic_write, load_model, output_problem  # noqa: E402
 from predict import RELEASED_ENSEMBLE, ensemble_proba  # noqa: E402
 
 
@@ -111,6 +111,9 @@ def main() -> None:
     p.add_argument("--model", action="append", help="model file(s); default: the released ensemble")
     args = p.parse_args()
     models = args.model or RELEASED_ENSEMBLE
+    problem = not args.score and output_problem(args.out)
+    if problem:
+        sys.exit(f"human_vs_cnn.py: error: {problem}")
     try:
         faces = read_faces(args.train_csv, require_labels=True)
         split = load_model(models[0])[1]["split"]
@@ -133,7 +136,7 @@ def main() -> None:
         answered = np.array([r for r, _ in answers])
         model_labels = np.zeros(len(faces.labels), dtype=int)
         model_labels[answered] = ensemble_proba(models, faces.images[answered]).argmax(1).numpy()
-    except DataError as e:
+    except (DataError, ValueError, OSError) as e:
         sys.exit(f"human_vs_cnn.py: error: {e}")
     result = compare(answers, faces.labels.numpy(), model_labels)
     print(f"{result['faces']} faces: you {result['human_acc']:.1%}, the model {result['model_acc']:.1%}, "

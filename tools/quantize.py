@@ -18,7 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import CLASS_NAMES, read_faces, recorded_split  # noqa: E402
-from model import count_parameters, fuse_for_inference, load_compact, load_model, save_compact  # noqa: E402
+from model import (  # noqa: E402
+    count_parameters,
+    fuse_for_inference,
+    load_compact,
+    load_model,
+    output_problem,
+    save_compact,
+)
 from predict import predict_proba  # noqa: E402
 
 HEADER_KEYS = ("split", "val_acc", "val_acc_tta", "epoch", "git_commit")  # what the compact file keeps
@@ -62,9 +69,12 @@ def main() -> None:
     p.add_argument("--train-csv", help="also measure held-out accuracy before and after quantisation")
     p.add_argument("--max-bytes", type=int, default=225_000, help="the homework's limit for the strong baseline")
     args = p.parse_args()
+    problem = output_problem(args.out)
+    if problem:
+        sys.exit(f"quantize.py: error: {problem}")
     try:
         size = quantize(args.checkpoint, args.out, args.max_bytes)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         sys.exit(f"quantize.py: error: {e}")
     print(f"wrote {args.out}: {size:,} bytes")
     if args.train_csv:
