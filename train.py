@@ -10,6 +10,7 @@ augmented there in one batched operation, so the same code feeds a CPU or a GPU.
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -70,6 +71,7 @@ HPARAMS = {
     "bf16": "auto",  # bf16 autocast where the hardware does bf16 natively (CUDA, CPUs with avx512_bf16/AMX);
     # elsewhere it is emulated and several times slower than fp32
     "compile": False,  # torch.compile pays only when the epochs saved outweigh its start-up (history logs both)
+    "deterministic": False,  # CUDA: bitwise-repeatable runs at some speed; CPU runs repeat exactly anyway
     # model: the default architecture of model.py
     "arch": DEFAULT_VGG["arch"],
     "channels": ",".join(map(str, DEFAULT_VGG["channels"])),
@@ -171,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--bf16", choices=["auto", "on", "off"], help="bf16 autocast; auto: on where the hardware has "
                    "native bf16 (CUDA; CPUs with avx512_bf16 or AMX)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the training step")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, help="CUDA: deterministic kernels "
+                   "only (no cuDNN autotuning), so that a seed repeats its history and --resume its run bit for bit")
     g = p.add_argument_group("model")
     g.add_argument("--arch", choices=["vgg", "mobilenet", "mlp"])
     g.add_argument("--channels", help="VGG, MobileNet: comma-separated widths, one per stage")
@@ -328,7 +332,11 @@ def main(argv: list[str] | None = None) -> dict:
     # device and numerics
     device = pick_device(args.device)
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16(device))
-    torch.backends.cudnn.benchmark = True  # fixed batch shapes: cuDNN times its algorithms once, keeps the fastest
+    if args.deterministic and device.type == "cuda":  # (process-wide settings: CPU kernels need none)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+        torch.use_deterministic_algorithms(True, warn_only=True)  # an op without such a kernel warns
+    # fixed batch shapes: cuDNN times its algorithms once and keeps the fastest, which may vary run to run
+    torch.backends.cudnn.benchmark = not args.deterministic
     torch.manual_seed(args.seed)
 
     # data: the split, the training split's pixel statistics, and the uint8 faces moved to the device once

@@ -85,9 +85,11 @@ side_by_side() {  # side_by_side LIMIT "NAME FLAGS..." ...: all at once on the o
 say "device: $("$python" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch", torch.__version__)')"
 { nvidia-smi || true; "$python" -V; nproc; } > "$logs/env.txt" 2>&1
 
-# Stage 0, smoke: seconds of every code path the stages use; any error stops the suite here.
+# Stage 0, smoke: seconds of every code path the stages use; any error stops the suite here. It asks for
+# deterministic kernels too: any op without one warns in logs/smoke.log.
 say "smoke"
-train 120 smoke --preset fast --channels 8,16 --hidden 16 --epochs 1 --batch-size 64 --mixup 0.2 --cutmix 1.0
+train 120 smoke --preset fast --channels 8,16 --hidden 16 --epochs 1 --batch-size 64 --mixup 0.2 --cutmix 1.0 \
+  --deterministic
 "$python" "$here/bench/heldout.py" "$csv" --model "$work/smoke/model.pt" --device auto > "$logs/smoke_heldout.log" 2>&1
 rm -rf "$work/smoke"
 
