@@ -249,10 +249,8 @@ def load_checkpoint(path: str | Path) -> dict:
                f"nor a compact .q8 file)"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code runs
-    except OSError:
-        raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError,
-            IndexError, UnicodeDecodeError):
+            IndexError):  # not OSError: a missing or unreadable file is reported as such
         raise ValueError(not_ours) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(not_ours)
