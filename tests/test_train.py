@@ -98,6 +98,7 @@ def test_the_mlp_preset_is_matched_to_the_default_vgg() -> None:
     mlp, vgg = (count_parameters(build_model(train.model_config(a, 0.5, 0.2)))
                 for a in (args, train.parse_args(["x.csv", "--preset", "full"])))
     assert abs(mlp - vgg) / vgg <= 0.01 and args.no_augment
+    assert not train.parse_args(["x.csv", "--preset", "mlp", "--augment"]).no_augment  # flags override presets
 
 
 def test_mixup_and_cutmix_still_learn(tmp_path: Path) -> None:
