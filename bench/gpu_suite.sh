@@ -10,7 +10,8 @@
 # OUTDIR gets at most 8 files: logs.tar.gz (every console log and history JSON, the ensemble JSON, wall
 # times and the summary) and, from core, fast.pt and full_s<seed>.pt with fp16 weights (under 16 MB
 # each). It is packed on exit, whatever happened, so a stage cut short still brings back what it
-# finished; every stage is cut to fit BUDGET seconds in all (default 530: 9 minutes, less packing).
+# finished; every stage is cut to fit BUDGET seconds in all (default 500: 9 minutes less unpacking the data
+# and packing the results).
 #
 # SMOKE=1 runs the same stages on a CPU with tiny sizes (700 rows, a narrow net, 2 epochs).
 # TRAIN_CSV defaults to ../shared/fer2013/train.csv.gz; on the GPU machine it comes from the data pack:
@@ -24,11 +25,12 @@ csv="${2:-$here/../shared/fer2013/train.csv.gz}"
 stages="${3:-core}"
 case "$stages" in core|extras|all) ;; *) echo "$usage" >&2; exit 2 ;; esac
 [ -f "$csv" ] || { echo "gpu_suite.sh: $csv: no such file" >&2; exit 2; }
+seeds="${SEEDS:-3}"  # full-preset seeds trained side by side: the ensemble's members
+[[ "$seeds" =~ ^[1-6]$ ]] || { echo "gpu_suite.sh: SEEDS=$seeds: 1 to 6 (8 files come back: logs, fast, seeds)" >&2; exit 2; }
 mkdir -p "$out" 2>/dev/null && [ -w "$out" ] || { echo "gpu_suite.sh: $out: not a writable folder" >&2; exit 2; }
 python="${PYTHON:-$([ -x "$here/.venv/bin/python" ] && echo "$here/.venv/bin/python" || echo python3)}"
-seeds="${SEEDS:-3}"  # full-preset seeds trained side by side: the ensemble's members
 flags="${FLAGS:-}"  # appended to every training run but the smoke run, e.g. FLAGS="--epochs 60" to fit a budget
-deadline=$((SECONDS + ${BUDGET:-530}))
+deadline=$((SECONDS + ${BUDGET:-500}))
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1  # logs line by line, no progress bars in them
 
 work="$(mktemp -d)"
