@@ -265,6 +265,11 @@ def store_fp16(checkpoint: dict) -> dict:
     return {**checkpoint, "state_dict": state, "weights_stored_as": "float16"}
 
 
+def fp32_state(state_dict: dict) -> dict:
+    """A state dict with fp16-stored weights (store_fp16) turned back into fp32, ready to load."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 per output channel: weight ~ q * scale[c]; a per-channel scale keeps thin depthwise
     filters from being rounded to zero by one large filter elsewhere in the tensor."""
@@ -343,6 +348,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         return model.to(device), header
     checkpoint = load_checkpoint(path)
     model = build_model(checkpoint["config"])
-    state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
-    model.load_state_dict(state)
+    model.load_state_dict(fp32_state(checkpoint["state_dict"]))
     return model.to(device).eval(), checkpoint

@@ -38,6 +38,7 @@ from model import (
     atomic_write,
     build_model,
     count_parameters,
+    fp32_state,
     git_commit,
     load_checkpoint,
     load_model,
@@ -55,7 +56,7 @@ HPARAMS = {
     # optimisation: SGD + Nesterov with a one-cycle schedule, the classic recipe for BatchNorm CNNs
     "epochs": 60,  # the one-cycle schedule spans them; early stopping may end sooner
     "batch_size": 128,  # large enough for stable BatchNorm statistics, small enough for many steps
-    "lr": 0.05,  # peak lr per LR_BATCH faces: the largest that trained the cpu preset without divergence
+    "lr": 0.05,  # peak lr per LR_BATCH faces: the rate the released cpu-preset models trained at
     "momentum": 0.9,  # the usual; Nesterov look-ahead on top
     "weight_decay": 5e-4,  # VGG-scale nets overfit 26k faces quickly without it
     "label_smoothing": 0.1,  # FER2013 labels are noisy (human agreement is about 65 %)
@@ -95,7 +96,7 @@ HPARAMS = {
     "init": "",
 }
 PRESETS = {
-    # A 2-core CPU, an hour or two: a narrower VGG and fewer epochs.
+    # A 2-core CPU: a narrower VGG and fewer epochs (the time depends on the CPU; the README has figures).
     "cpu": {"channels": "40,80,160,320", "epochs": 40},
     # One GPU, about a minute: the full-width VGG, batch 256 for fewer, fuller GPU steps (lr scales with it).
     "fast": {"epochs": 40, "batch_size": 256},
@@ -131,7 +132,7 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def default_preset(device: str) -> str:
-    """The preset of a run that names none: full on a GPU, the hour-long cpu recipe anywhere else."""
+    """The preset of a run that names none: full on a GPU, the narrower, shorter cpu recipe anywhere else."""
     return "full" if pick_device(device).type == "cuda" else "cpu"
 
 
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
         shape = {k: v for k, v in config.items() if k not in ("mean", "std")}  # pixel stats vary in the last bits
         if {k: initial["config"].get(k) for k in shape} != shape or initial.get("split") != split:
             fail(f"--init {args.init}: another architecture or split than this run's")
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in initial["state_dict"].items()})
+        model.load_state_dict(fp32_state(initial["state_dict"]))
 
     # the teacher's soft targets, computed once per teacher and data file
     teacher = None
