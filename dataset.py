@@ -7,8 +7,10 @@ Accepted formats (header names matched case-insensitively, spaces stripped; plai
 
 import gzip
 import math
+import os
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ N_PIXELS = SIDE * SIDE
 USAGES = ("Training", "PublicTest", "PrivateTest")
 # The held-out split of a file without a Usage column: 10 % of each class, whole groups of identical faces.
 DEFAULT_SPLIT = {"method": "grouped", "val_fraction": 0.1, "seed": 0}
+CHUNK_ROWS = 512  # rows parsed at a time: memory near the uint8 faces plus a fixed working set (bench/read_memory.py)
+MIN_ROW_BYTES = 2 * N_PIXELS  # the shortest valid row: one digit and one separator per pixel
 COLUMN_ALIASES = {"label": ("label", "emotion"), "pixels": ("feature", "pixels"), "id": ("id",), "usage": ("usage",)}
 
 
@@ -42,7 +46,7 @@ def _line(row: int) -> int:
     return row + 2  # 1-based, after the header line
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _compression(path: Path) -> str | None:
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a CSV file")
     if not path.is_file():
@@ -51,11 +55,27 @@ def _read_table(path: Path) -> pd.DataFrame:
         magic = f.read(2)
     if not magic:
         raise DataError(f"{path}:1: empty file")
-    compression = "gzip" if magic == b"\x1f\x8b" else None  # sniffed, so a misnamed file still reads
+    return "gzip" if magic == b"\x1f\x8b" else None  # sniffed, so a misnamed file still reads
+
+
+def _text_bytes(path: Path, compression: str | None) -> int:
+    """The file's size as text: gzip's trailer records it (modulo 4 GiB), a plain file is its own size."""
+    if compression is None:
+        return path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
+def _read_chunks(path: Path, compression: str | None) -> Iterator[pd.DataFrame]:
+    """The file as DataFrames of CHUNK_ROWS rows, every column as text (validated later with line numbers),
+    headers lower-cased and stripped; raises DataError on what pandas cannot parse."""
     try:
-        # Everything as text: the columns are validated below with precise line numbers.
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                         skipinitialspace=True, compression=compression)
+        with pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True,
+                         compression=compression, chunksize=CHUNK_ROWS) as chunks:
+            for chunk in chunks:
+                chunk.columns = [str(c).strip().lower() for c in chunk.columns]
+                yield chunk
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}:1: empty file") from None
     except pd.errors.ParserError as e:
@@ -64,10 +84,6 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: unreadable gzip: {e}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text CSV file") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    if len(df) == 0:
-        raise DataError(f"{path}:2: no data rows after the header")
-    return df
 
 
 def _column(df: pd.DataFrame, path: Path, key: str, required: bool) -> np.ndarray | None:
@@ -88,9 +104,9 @@ def _is_pixel(token: str) -> bool:
     return digits.isascii() and digits.isdigit() and int(digits) <= 255
 
 
-def _first_pixel_problem(strings: np.ndarray, path: Path) -> DataError:
+def _first_pixel_problem(strings: np.ndarray, path: Path, first_row: int) -> DataError:
     """The slow, exact diagnosis, run only once the fast parse has found something wrong."""
-    for row, text in enumerate(strings):
+    for row, text in enumerate(strings, first_row):
         tokens = str(text).split()
         bad = next((t for t in tokens if not _is_pixel(t)), None)
         if bad is not None:
@@ -100,8 +116,9 @@ def _first_pixel_problem(strings: np.ndarray, path: Path) -> DataError:
     return DataError(f"{path}: pixel column could not be parsed")
 
 
-def parse_pixels(strings: np.ndarray, path: Path) -> np.ndarray:
-    """Space-separated pixel strings -> (N, 2304) uint8 with one C-level parse of the whole column."""
+def parse_pixels(strings: np.ndarray, path: Path, first_row: int = 0) -> np.ndarray:
+    """Space-separated pixel strings -> (N, 2304) uint8 with one C-level parse of them all; first_row: the
+    row index of strings[0] in the file, for the line numbers of errors."""
     n = len(strings)
     try:
         raw = (f" {_ROW_END} ".join(strings) + f" {_ROW_END}").encode("ascii")
@@ -109,13 +126,13 @@ def parse_pixels(strings: np.ndarray, path: Path) -> np.ndarray:
             warnings.simplefilter("ignore", DeprecationWarning)
             values = np.fromstring(raw, dtype=np.int64, sep=" ")  # int64: huge tokens saturate, never wrap
     except (ValueError, TypeError, UnicodeEncodeError):
-        raise _first_pixel_problem(strings, path) from None
+        raise _first_pixel_problem(strings, path, first_row) from None
     ends = np.flatnonzero(values == _ROW_END)
     if ends.size != n or values.size != n * (N_PIXELS + 1) or not np.all(ends % (N_PIXELS + 1) == N_PIXELS):
-        raise _first_pixel_problem(strings, path)
+        raise _first_pixel_problem(strings, path, first_row)
     pixels = values.reshape(n, N_PIXELS + 1)[:, :N_PIXELS]
     if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
-        raise _first_pixel_problem(strings, path)
+        raise _first_pixel_problem(strings, path, first_row)
     return pixels.astype(np.uint8)
 
 
@@ -158,17 +175,30 @@ def _parse_usage(column: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_faces(path: str | Path, require_labels: bool = False) -> Faces:
-    """Read any of the accepted CSV formats; raise DataError (one line) on bad input."""
+    """Read any of the accepted CSV formats; raise DataError (one line) on bad input. The pixels are parsed
+    CHUNK_ROWS rows at a time into one uint8 array, so memory grows with the faces, not with their text."""
     path = Path(path)
-    df = _read_table(path)
-    pixels = parse_pixels(_column(df, path, "pixels", required=True), path)
-    label_col = _column(df, path, "label", required=require_labels)
-    id_col = _column(df, path, "id", required=False)
-    usage_col = _column(df, path, "usage", required=False)
+    compression = _compression(path)
+    # room for the most rows the file's size allows: pages never written are never resident
+    pixels = np.empty((_text_bytes(path, compression) // MIN_ROW_BYTES + 1, N_PIXELS), dtype=np.uint8)
+    columns: dict[str, list[np.ndarray]] = {"label": [], "id": [], "usage": []}
+    n = 0
+    for chunk in _read_chunks(path, compression):
+        if n + len(chunk) > len(pixels):  # only where gzip's recorded size wrapped past 4 GiB
+            pixels = np.concatenate([pixels[:n], np.empty((max(n, len(chunk)), N_PIXELS), np.uint8)])
+        pixels[n:n + len(chunk)] = parse_pixels(_column(chunk, path, "pixels", required=True), path, n)
+        for key, parts in columns.items():
+            column = _column(chunk, path, key, required=key == "label" and require_labels)
+            if column is not None:
+                parts.append(column)
+        n += len(chunk)
+    if n == 0:
+        raise DataError(f"{path}:2: no data rows after the header")
+    label_col, id_col, usage_col = (np.concatenate(parts) if parts else None for parts in columns.values())
     return Faces(
-        images=torch.from_numpy(pixels).view(-1, 1, SIDE, SIDE),
+        images=torch.from_numpy(pixels[:n]).view(-1, 1, SIDE, SIDE),
         labels=None if label_col is None else torch.from_numpy(_parse_labels(label_col, path)),
-        ids=np.arange(len(df), dtype=np.int64) if id_col is None else _parse_ids(id_col, path),
+        ids=np.arange(n, dtype=np.int64) if id_col is None else _parse_ids(id_col, path),
         usage=None if usage_col is None else _parse_usage(usage_col, path),
     )
 

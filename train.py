@@ -1,11 +1,14 @@
 """Train a FER2013 classifier with early stopping on a held-out split.
 
   python train.py <train.csv> [--preset cpu|fast|full|compact|mlp] [--out weights/trained.pt] [flags]
+  torchrun --nproc_per_node=N train.py <train.csv> [flags]     one model, N processes (DistributedDataParallel)
 
 Without --preset: `full` where CUDA is present, `cpu` otherwise. Writes the best epoch's model to --out,
 its history to <out>.json, and, while running, the state to resume from to <out>.resume.pt (removed
 once the run finishes). The training faces live on the training device as uint8 and every batch is
-augmented there in one batched operation, so the same code feeds a CPU or a GPU.
+augmented there in one batched operation, so the same code feeds a CPU or a GPU. Under torchrun every
+process holds all training faces and trains on its share of each global batch; rank 0 alone scores the
+held-out faces and writes files.
 """
 
 import argparse
@@ -18,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dataset import (
@@ -49,6 +54,7 @@ from predict import BATCH_SIZE, RELEASED_ENSEMBLE, ensemble_proba, predict_proba
 
 HERE = Path(__file__).resolve().parent
 LR_BATCH = 128  # --lr is the peak rate for this batch size; other sizes scale it linearly (Goyal et al. 2017)
+RANK_STREAM = 2**32  # rank r draws its augmentation from seed + r * this: its own stream, rank 0 a lone run's
 
 # Every setting once, with its reason. A preset overrides some of them; explicit flags override the preset.
 HPARAMS = {
@@ -131,6 +137,29 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 
 
+def start_processes(device_flag: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun with several processes, join the process group: NCCL on
+    CUDA, one GPU per process (LOCAL_RANK), gloo on CPU. Otherwise (0, 1, the --device), as ever."""
+    device, world = pick_device(device_flag), int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def from_rank0(make):
+    """make() run on rank 0 alone and its result sent to every process: the files it reads (a resume file,
+    a teacher cache) live on rank 0's machine, and held-out scores must be the same everywhere."""
+    if not dist.is_initialized():
+        return make()
+    box = [make() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def default_preset(device: str) -> str:
     """The preset of a run that names none: full on a GPU, the narrower, shorter cpu recipe anywhere else."""
     return "full" if pick_device(device).type == "cuda" else "cpu"
@@ -147,9 +176,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="epoch limit (the one-cycle schedule spans it)")
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--batch-size", type=int, help="faces per step and process; under torchrun the global batch "
+                   "is this times the number of processes")
     g.add_argument("--lr", type=float, help=f"peak learning rate for a batch of {LR_BATCH}; the run uses "
-                   f"lr * batch-size / {LR_BATCH} (SGD, Nesterov, one-cycle)")
+                   f"lr * global batch / {LR_BATCH} (SGD, Nesterov, one-cycle)")
     g.add_argument("--momentum", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--label-smoothing", type=float)
@@ -273,17 +303,23 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     teacher: torch.Tensor | None, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn, args: argparse.Namespace,
-                    bf16: bool, epoch: int) -> tuple[float, float]:
-    """One pass over the device-resident uint8 faces; step_model is model itself or its compiled form."""
+                    bf16: bool, epoch: int, rank: int = 0, world: int = 1) -> dict:
+    """One pass over the device-resident uint8 faces; step_model is model itself, or its DDP or compiled
+    form. Under torchrun each rank takes its slice of every global batch of one shared permutation."""
     model.train()
     device = images.device
-    generator = torch.Generator(device).manual_seed(epoch_seed(args.seed, epoch))  # order and augmentation
-    host_rng = np.random.default_rng(epoch_seed(args.seed, epoch))  # mixup's lam and CutMix's box: host numbers
-    torch.manual_seed(epoch_seed(args.seed, epoch))  # dropout (the global generators, CUDA's too)
+    generator = torch.Generator(device).manual_seed(epoch_seed(args.seed, epoch))  # batch order: alike on all ranks
+    batches = [idx[rank * args.batch_size:(rank + 1) * args.batch_size]  # this rank's share of each global batch
+               for idx in epoch_batches(len(images), args.batch_size * world, generator)]
+    stream = epoch_seed(args.seed, epoch) + rank * RANK_STREAM  # augmentation, mixup and dropout: per rank
+    if rank:
+        generator.manual_seed(stream)
+    host_rng = np.random.default_rng(stream)  # mixup's lam and CutMix's box: host numbers
+    torch.manual_seed(stream)  # dropout (the global generators, CUDA's too)
     # Sums stay on the device: a .item() per step would make the CPU wait for the GPU every batch.
     total_loss, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-    batches = epoch_batches(len(images), args.batch_size, generator)
-    for idx in tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=None, dynamic_ncols=True):
+    for idx in tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=None if rank == 0 else True,
+                    dynamic_ncols=True):
         # the batch: gathered, scaled and augmented on the device, in one operation for all faces
         x = images[idx].float().div_(255)
         if not args.no_augment:
@@ -297,14 +333,23 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tenso
         loss = loss_fn(logits, y, t)
         if partner is not None:  # mixed faces: the loss against both faces' targets, weighted by lam
             loss = lam * loss + (1 - lam) * loss_fn(logits, y[partner], None if t is None else t[partner])
-        # the update
+        # the update (under DDP, backward also averages the gradients over the ranks)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         total_loss += loss.detach()
         correct += (logits.argmax(1) == y).sum()
-    return total_loss.item() / len(batches), correct.item() / (len(batches) * args.batch_size)
+    totals = torch.stack([total_loss, correct])
+    if world > 1:  # the epoch's figures over all ranks
+        dist.all_reduce(totals)
+    steps = len(batches) * world
+    result = {"train_loss": totals[0].item() / steps, "train_acc": totals[1].item() / (steps * args.batch_size)}
+    if world > 1:  # a check, logged: how many faces the ranks saw, and how many more than once
+        seen = torch.bincount(torch.cat(batches), minlength=len(images))
+        dist.all_reduce(seen)
+        result.update(faces_seen=int((seen > 0).sum()), faces_seen_twice=int((seen > 1).sum()))
+    return result
 
 
 def fail(message: str) -> None:
@@ -315,26 +360,29 @@ def fail(message: str) -> None:
 def main(argv: list[str] | None = None) -> dict:
     start_time = time.time()
     args = parse_args(argv)
-    print(f"preset: {args.preset}" + (" (no --preset given: full with CUDA, else cpu; --preset to choose)"
-                                      if args.preset_chosen else ""), flush=True)
+    rank, world, device = start_processes(args.device)  # (0, 1, --device) unless under torchrun
+    say = print if rank == 0 else lambda *_, **__: None  # one process speaks for all
+    say(f"preset: {args.preset}" + (" (no --preset given: full with CUDA, else cpu; --preset to choose)"
+                                    if args.preset_chosen else ""), flush=True)
 
-    # outputs: check before any work, and resume the recipe of a killed run
+    # outputs (rank 0's): check before any work, and resume the recipe of a killed run
     out = Path(args.out)
     resume_path, history_path = out.with_suffix(".resume.pt"), out.with_suffix(".json")
-    if args.resume and not resume_path.exists():
-        fail(f"--resume: {resume_path} does not exist")
-    if out.exists() and not out.is_dir() and not (args.resume or args.force):
-        fail(f"{out} exists: pass --force to overwrite it, --resume to continue its run, or another --out")
-    problem = output_problem(out, make_folders=True)
-    if problem:
-        fail(problem)
-    resume = torch.load(resume_path, map_location="cpu", weights_only=True) if args.resume else None
+    if rank == 0:
+        if args.resume and not resume_path.exists():
+            fail(f"--resume: {resume_path} does not exist")
+        if out.exists() and not out.is_dir() and not (args.resume or args.force):
+            fail(f"{out} exists: pass --force to overwrite it, --resume to continue its run, or another --out")
+        problem = output_problem(out, make_folders=True)
+        if problem:
+            fail(problem)
+    resume = from_rank0(lambda: torch.load(resume_path, map_location="cpu", weights_only=True) if args.resume
+                        else None)
     if resume is not None:  # a resumed run keeps its own recipe; only the hardware flags are taken anew
         kept = {k: v for k, v in resume["args"].items() if k not in ("device", "resume", "force")}
         args = argparse.Namespace(**{**vars(args), **kept})
 
-    # device and numerics
-    device = pick_device(args.device)
+    # numerics
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16(device))
     if args.deterministic and device.type == "cuda":  # (process-wide settings: CPU kernels need none)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
@@ -352,8 +400,9 @@ def main(argv: list[str] | None = None) -> dict:
     mean, std = pixel_stats(faces.images[train_idx])
     train_images, train_labels = faces.images[train_idx].to(device), faces.labels[train_idx].to(device)
     val_images, val_labels = faces.images[val_idx], faces.labels[val_idx]
-    if len(train_idx) < args.batch_size:
-        fail(f"{args.train_csv}: {len(train_idx)} training rows, fewer than one batch of {args.batch_size}")
+    global_batch = args.batch_size * world
+    if len(train_idx) < global_batch:
+        fail(f"{args.train_csv}: {len(train_idx)} training rows, fewer than one batch of {global_batch}")
 
     # the model, from scratch or from --init
     config = model_config(args, mean, std)
@@ -370,21 +419,21 @@ def main(argv: list[str] | None = None) -> dict:
         model.load_state_dict(fp32_state(initial["state_dict"]))
 
     # the teacher's soft targets, computed once per teacher and data file
-    teacher = None
-    if args.teacher:
+    def load_teacher() -> torch.Tensor:
         cache = Path(args.teacher_cache or out.with_suffix(".teacher.pt"))
         try:
             for path in args.teacher.split(","):
                 if load_model(path)[1].get("split") != split:  # its soft targets would leak our held-out faces
                     fail(f"{path}: the teacher was trained on another split than this run's {split}")
-            teacher = teacher_logits(args.teacher.split(","), faces.images, args.train_csv, cache)[train_idx]
+            return teacher_logits(args.teacher.split(","), faces.images, args.train_csv, cache)[train_idx]
         except (DataError, ValueError, OSError) as e:
             fail(str(e))
-        teacher = teacher.to(device)
 
-    # optimiser, schedule and loss
-    steps_per_epoch = len(train_idx) // args.batch_size
-    peak_lr = args.lr * args.batch_size / LR_BATCH
+    teacher = from_rank0(load_teacher).to(device) if args.teacher else None
+
+    # optimiser, schedule and loss; the lr follows the global batch (the gradient DDP averages over it)
+    steps_per_epoch = len(train_idx) // global_batch
+    peak_lr = args.lr * global_batch / LR_BATCH
     optimizer = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=args.momentum, nesterov=True,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak_lr, pct_start=args.warmup,
@@ -392,8 +441,16 @@ def main(argv: list[str] | None = None) -> dict:
     weights = class_weights(train_labels.cpu()).to(device) if args.class_weighted else None
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=args.label_smoothing)
     loss_fn = make_loss(criterion, args.distill_alpha, args.temperature)
+    # several processes: DDP averages the gradients in backward, and on CUDA the BatchNorm statistics are
+    # those of the global batch (SyncBatchNorm has no CPU kernels: gloo runs keep per-rank batch statistics,
+    # and DDP gives every rank rank 0's running ones)
+    step_model = model
+    if world > 1:
+        if device.type == "cuda":
+            model = step_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        step_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     # compiled once; the eager module shares its weights and scores the held-out faces without recompiling
-    step_model = torch.compile(model) if args.compile else model
+    step_model = torch.compile(step_model) if args.compile else step_model
 
     # where the run stands: fresh, or the state a killed run saved after its last finished epoch
     state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0}
@@ -402,14 +459,15 @@ def main(argv: list[str] | None = None) -> dict:
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         state = resume["state"]
-        print(f"resuming {resume_path} after epoch {state['epoch']}", flush=True)
+        say(f"resuming {resume_path} after epoch {state['epoch']}", flush=True)
     run_info = {"train_csv": str(args.train_csv), "split": split, "n_train": len(train_idx), "n_val": len(val_idx),
                 "params": n_params, "device": str(device), "device_name": device_name(device), "bf16": bf16,
-                "compile": args.compile, "peak_lr": peak_lr, "torch": torch.__version__,
+                "compile": args.compile, "world_size": world, "peak_lr": peak_lr, "torch": torch.__version__,
                 "git_commit": git_commit(), "args": dict(vars(args))}
-    print(f"{config['arch']} {n_params:,} parameters on {run_info['device_name']}{' (bf16 autocast)' if bf16 else ''}"
-          f"{', compiled' if args.compile else ''}; {len(train_idx)} train / {len(val_idx)} val faces "
-          f"({split['method']} split); batch {args.batch_size}, peak lr {peak_lr:g}", flush=True)
+    say(f"{config['arch']} {n_params:,} parameters on {run_info['device_name']}{' (bf16 autocast)' if bf16 else ''}"
+        f"{', compiled' if args.compile else ''}{f', {world} processes' if world > 1 else ''}; {len(train_idx)} "
+        f"train / {len(val_idx)} val faces ({split['method']} split); batch {global_batch}, peak lr {peak_lr:g}",
+        flush=True)
 
     def save_best() -> None:
         atomic_save(make_checkpoint(model, config, class_names=list(CLASS_NAMES), split=split,
@@ -417,47 +475,53 @@ def main(argv: list[str] | None = None) -> dict:
                                     epoch=state["best_epoch"], val_acc=state["best_val_acc"]), out)
 
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        # one epoch of training, then the held-out score in fp32
+        # one epoch of training, then the held-out score in fp32, rank 0's for every rank
         t0 = time.time()
-        train_loss, train_acc = train_one_epoch(model, step_model, train_images, train_labels, teacher, optimizer,
-                                                scheduler, loss_fn, args, bf16, epoch)
-        val_loss, val_acc = evaluate(model, val_images, val_labels)
+        figures = train_one_epoch(model, step_model, train_images, train_labels, teacher, optimizer, scheduler,
+                                  loss_fn, args, bf16, epoch, rank, world)
+        val_loss, val_acc = from_rank0(lambda: evaluate(model, val_images, val_labels))
         seconds = time.time() - t0
         lr = scheduler.get_last_lr()[0]
-        state["history"].append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                                 "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": seconds})
+        state["history"].append({"epoch": epoch, **figures, "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+                                 "seconds": seconds})
         state["epoch"], state["elapsed"] = epoch, state["elapsed"] + seconds
-        # keep the best epoch's model (early stopping's checkpoint)
+        # keep the best epoch's model (early stopping's checkpoint); every rank decides alike from the same scores
         improved = val_acc > state["best_val_acc"]
         if improved:
             state["best_val_acc"], state["best_epoch"], state["bad_epochs"] = val_acc, epoch, 0
-            save_best()
+            if rank == 0:
+                save_best()
         else:
             state["bad_epochs"] += 1
-        print(f"epoch {epoch:3d}/{args.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-              f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.5f}  {seconds:5.1f}s{'  *' if improved else ''}",
-              flush=True)
+        say(f"epoch {epoch:3d}/{args.epochs}  train loss {figures['train_loss']:.4f} acc {figures['train_acc']:.4f}  "
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.5f}  {seconds:5.1f}s{'  *' if improved else ''}",
+            flush=True)
         # what a killed run resumes from, and the history so far
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "state": state, "args": vars(args)}, resume_path)
-        write_json({**run_info, **state, "finished": False}, history_path)
+        if rank == 0:
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "state": state, "args": vars(args)}, resume_path)
+            write_json({**run_info, **state, "finished": False}, history_path)
         if state["bad_epochs"] >= args.patience:
-            print(f"early stop: no better val accuracy for {args.patience} epochs", flush=True)
+            say(f"early stop: no better val accuracy for {args.patience} epochs", flush=True)
             break
 
+    result = {**run_info, **state, "finished": True, "stopped_early": state["epoch"] < args.epochs,
+              "last_val_acc": state["history"][-1]["val_acc"], **epoch_timing(state["history"])}
+    if world > 1:
+        dist.destroy_process_group()
+    if rank > 0:
+        return result
     # the best epoch's model, scored again with flip test-time augmentation
     best = load_checkpoint(out)
     model.load_state_dict(best["state_dict"])
     _, val_acc_tta = evaluate(model, val_images, val_labels, tta=True)
     best["val_acc_tta"] = val_acc_tta
     atomic_save(best, out)
-    result = {**run_info, **state, "finished": True, "stopped_early": state["epoch"] < args.epochs,
-              "best_val_acc_tta": val_acc_tta, "last_val_acc": state["history"][-1]["val_acc"],
-              **epoch_timing(state["history"]), "wall_seconds": time.time() - start_time}
+    result.update(best_val_acc_tta=val_acc_tta, wall_seconds=time.time() - start_time)
     write_json(result, history_path)
     resume_path.unlink(missing_ok=True)
-    print(f"best epoch {state['best_epoch']}: val acc {state['best_val_acc']:.4f}, with flip TTA "
-          f"{val_acc_tta:.4f}; saved {out} ({time.time() - start_time:.0f}s)", flush=True)
+    say(f"best epoch {state['best_epoch']}: val acc {state['best_val_acc']:.4f}, with flip TTA "
+        f"{val_acc_tta:.4f}; saved {out} ({time.time() - start_time:.0f}s)", flush=True)
     return result
 
 

@@ -1,11 +1,14 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_train_csv
+from conftest import ROOT, write_test_csv, write_train_csv
 
+import predict
 import train
 from model import build_model, count_parameters, load_checkpoint
 
@@ -177,3 +180,47 @@ def test_a_teacher_trained_on_another_split_is_refused(tmp_path: Path, capsys: p
     with pytest.raises(SystemExit) as exit_info:
         run(csv, tmp_path / "m.pt", "--epochs", "1", "--teacher", str(tmp_path / "teacher.pt"))
     assert exit_info.value.code == 2 and "another split" in capsys.readouterr().err
+
+
+# Two CPU processes under torchrun, gloo: a rank-0 hook kills the run the way a lost machine would.
+KILL_RANK0_IN_EPOCH_3 = """
+import os, signal, sys
+import train
+real, calls = train.evaluate, []
+def evaluate_then_die_in_epoch_3(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+train.evaluate = evaluate_then_die_in_epoch_3
+train.main(sys.argv[1:])
+"""
+
+
+def torchrun(csv: Path, out: Path, *flags: str, code: str | None = None) -> subprocess.CompletedProcess:
+    script = ["--no-python", sys.executable, "-c", code] if code else [str(ROOT / "train.py")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script, str(csv),
+           "--out", str(out), *TINY, "--batch-size", "16", "--epochs", "4", "--seed", "2", *flags]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_two_processes_train_one_model_and_a_killed_run_resumes(tmp_path: Path) -> None:
+    csv, test_csv = write_train_csv(tmp_path / "train.csv"), write_test_csv(tmp_path / "test.csv")
+    done = torchrun(csv, tmp_path / "m.pt")
+    assert done.returncode == 0, done.stderr[-2000:]
+    history = json.loads((tmp_path / "m.json").read_text())
+    assert history["finished"] and history["world_size"] == 2 and history["peak_lr"] == 0.05 * 32 / train.LR_BATCH
+    # the ranks saw disjoint halves of each epoch: every face of the epoch's 7 global batches exactly once
+    assert [(h["faces_seen"], h["faces_seen_twice"]) for h in history["history"]] == [(7 * 32, 0)] * 4
+    assert history["best_val_acc"] >= 0.6  # chance is 1/7
+    # the checkpoint predicts
+    predict.main([str(test_csv), str(tmp_path / "pred.csv"), "--model", str(tmp_path / "m.pt")])
+    assert len((tmp_path / "pred.csv").read_text().splitlines()) == 51
+    # killed in epoch 3, after epoch 2's resume state: --resume repeats the uninterrupted run's epochs
+    killed = torchrun(csv, tmp_path / "k.pt", code=KILL_RANK0_IN_EPOCH_3)
+    assert killed.returncode != 0 and (tmp_path / "k.resume.pt").exists()
+    assert len(json.loads((tmp_path / "k.json").read_text())["history"]) == 2
+    resumed = torchrun(csv, tmp_path / "k.pt", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout and not (tmp_path / "k.resume.pt").exists()
+    assert curve(json.loads((tmp_path / "k.json").read_text())) == curve(history)
