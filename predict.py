@@ -54,13 +54,16 @@ def load_for_inference(path: str) -> nn.Module:
     return fuse_for_inference(model).to(memory_format=torch.channels_last)
 
 
-def ensemble_proba(model_paths: list[str], images: torch.Tensor, tta: bool = True,
+def ensemble_proba(models: list[str | nn.Module], images: torch.Tensor, tta: bool = True,
                    batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """Mean of the models' probabilities; fp32 on the CPU, so the same input gives the same bytes."""
+    """Mean of the models' probabilities; fp32 on the CPU, so the same input gives the same bytes. A model
+    is a file, loaded here and let go after its pass, or a module from load_for_inference, kept by a caller
+    that predicts again and again (faces.py's video frames)."""
     total = torch.zeros(len(images), len(CLASS_NAMES))
-    for path in model_paths:
-        total += predict_proba(load_for_inference(path), images, batch_size, tta)
-    return total / len(model_paths)
+    for model in models:
+        total += predict_proba(model if isinstance(model, nn.Module) else load_for_inference(model), images,
+                               batch_size, tta)
+    return total / len(models)
 
 
 def write_submission(ids: np.ndarray, labels: np.ndarray, path: str | Path) -> None:
