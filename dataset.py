@@ -184,6 +184,8 @@ def read_faces(path: str | Path, require_labels: bool = False) -> Faces:
     columns: dict[str, list[np.ndarray]] = {"label": [], "id": [], "usage": []}
     n = 0
     for chunk in _read_chunks(path, compression):
+        if chunk.empty:  # a file of only a header reads as one empty chunk
+            continue
         if n + len(chunk) > len(pixels):  # only where gzip's recorded size wrapped past 4 GiB
             pixels = np.concatenate([pixels[:n], np.empty((max(n, len(chunk)), N_PIXELS), np.uint8)])
         pixels[n:n + len(chunk)] = parse_pixels(_column(chunk, path, "pixels", required=True), path, n)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import ROOT, pixel_strings, synthetic_faces, write_csv
 
+import dataset
 from dataset import (
     DataError,
     Faces,
@@ -47,6 +48,25 @@ def test_reads_each_format_plain_and_gzip(tmp_path: Path, kind: str, suffix: str
         assert faces.labels.tolist() == LABELS.tolist() and faces.ids.tolist() == list(range(12))
     if kind in ("fer2013", "icml"):
         assert faces.usage.tolist() == USAGE
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_chunks_read_like_one_piece_and_errors_keep_their_line(tmp_path: Path, suffix: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_csv(tmp_path / f"f{suffix}", *FORMATS["fer2013"])
+    whole = read_faces(path)
+    monkeypatch.setattr(dataset, "CHUNK_ROWS", 5)  # 12 rows: chunks of 5, 5 and 2
+    monkeypatch.setattr(dataset, "MIN_ROW_BYTES", 10**6)  # room for one row: the array must grow
+    chunked = read_faces(path)
+    assert torch.equal(chunked.images, whole.images) and torch.equal(chunked.labels, whole.labels)
+    assert chunked.usage.tolist() == USAGE and chunked.ids.tolist() == list(range(12))
+    header, rows = FORMATS["train"]
+    bad_pixel = [*rows[:7], rows[7].replace(" ", " 300 ", 1), *rows[8:]]  # row 7, in the second chunk
+    with pytest.raises(DataError, match=r"b\.csv:9: pixel value '300'"):
+        read_faces(write_csv(tmp_path / "b.csv", header, bad_pixel))
+    bad_label = [*rows[:11], "9" + rows[11][1:]]  # row 11, in the third chunk: checked once all are read
+    with pytest.raises(DataError, match=r"l\.csv:13: label '9'"):
+        read_faces(write_csv(tmp_path / "l.csv", header, bad_label))
 
 
 def test_header_names_are_case_and_space_insensitive(tmp_path: Path) -> None:
