@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from dataset import CLASS_NAMES, SIDE, DataError
-from predict import RELEASED_ENSEMBLE, ensemble_proba, load_for_inference
+from predict import RELEASED_ENSEMBLE, ensemble_proba, load_for_inference, model_file_problem
 
 # dlib's HOG box -> FER2013's frame of the face, and the detector's score threshold: fitted on upscaled
 # training faces of the released models' split by bench/faces_framing.py (runs/faces/framing.log).
@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> list[list]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         fail(f"{out}: exists and is not a folder")
+    problem = next(filter(None, map(model_file_problem, args.model or RELEASED_ENSEMBLE)), None)
+    if problem:
+        fail(problem)
     try:
         sources = inputs_of(names)
         models = [load_for_inference(m) for m in args.model or RELEASED_ENSEMBLE]

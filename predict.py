@@ -42,6 +42,15 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = BATC
     return torch.cat(out)
 
 
+def model_file_problem(path: str) -> str | None:
+    """What stops a --model path before it is read, in one line; None for a file."""
+    if Path(path).is_dir():
+        return f"{path}: is a folder, not a model file"
+    if not Path(path).is_file():
+        return f"{path}: model file not found (the released weights: bash hw2_download.sh)"
+    return None
+
+
 def load_for_inference(path: str) -> nn.Module:
     """The model of a checkpoint, BatchNorm folded, channels_last; a bad file is a one-line DataError."""
     try:
@@ -95,10 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     models = args.model or RELEASED_ENSEMBLE
     for m in models:
-        if Path(m).is_dir():
-            fail(f"{m}: is a folder, not a model file")
-        if not Path(m).is_file():
-            fail(f"{m}: model file not found (the released weights: bash hw2_download.sh)")
+        problem = model_file_problem(m)
+        if problem:
+            fail(problem)
     problem = output_problem(args.pred_csv)
     if problem:
         fail(problem)

@@ -108,7 +108,11 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[str, str]]:
     folder.mkdir()
     head().save(folder / "a_good.png")
     (folder / "b_bad.png").write_bytes(b"broken")
+    (tmp / "fake.pt").write_bytes(b"not a model")
     return {"missing": (str(tmp / "nope.jpg"), "nope.jpg: no such file or folder"),
+            "missing model": (f"{good} --model {tmp / 'nope.pt'}", "nope.pt: model file not found"),
+            "folder as model": (f"{good} --model {tmp}", "is a folder, not a model file"),
+            "not a model": (f"{good} --model {tmp / 'fake.pt'}", "fake.pt: not a model file"),
             "not an image": (str(tmp / "fake.jpg"), "fake.jpg: not a readable image"),
             "truncated image": (str(tmp / "cut.jpg"), "cut.jpg: not a readable image"),
             "not a video": (str(tmp / "fake.mp4"), "fake.mp4: not a readable video"),
@@ -116,12 +120,12 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize("case", ["missing", "not an image", "truncated image", "not a video",
-                                  "a bad file after a good one"])
+                                  "a bad file after a good one", "missing model", "folder as model", "not a model"])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
     source, message = bad_inputs(tmp_path)[case]
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        faces.main([source, "--out", str(out)])
+        faces.main([*source.split(), "--out", str(out)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err
     assert not out.exists()
