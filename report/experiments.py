@@ -25,6 +25,7 @@ SHORT = ["--preset", "cpu", "--epochs", "10", "--split-method", "stratified"]
 VGG = ["--arch", "vgg", "--convs-per-stage", "2", "--hidden", "128"]
 MOBILENET = ["--arch", "mobilenet", "--convs-per-stage", "2", "--dropout", "0.2"]
 BASE = "vgg16"  # the reference run of the ablations: one sweep width, so no run is done twice
+SEEDS = [BASE, *(f"{BASE}_seed{s}" for s in (1, 2, 3, 4))]  # the base recipe's seeds: its spread, its ensembles
 
 
 def widths(c: int) -> str:
@@ -52,6 +53,10 @@ EXPERIMENTS = {
     "vgg16_no_normalize": [*VGG, "--channels", widths(16), "--no-normalize"],
     "vgg16_class_weighted": [*VGG, "--channels", widths(16), "--class-weighted"],
     **{f"vgg16_seed{s}": [*VGG, "--channels", widths(16), "--seed", str(s)] for s in (1, 2, 3, 4)},
+    # the sweep's overlap: VGGs as small as the MobileNets, a MobileNet as large as the smallest VGG
+    "vgg4": [*VGG, "--channels", widths(4)],
+    "vgg6": [*VGG, "--channels", widths(6)],
+    "mobilenet32": [*MOBILENET, "--channels", widths(32)],
 }
 
 

@@ -1,16 +1,21 @@
 """Build the homework report (report.md, report.pdf and the PNG figures beside them) from logged results.
 
   python report/make_report.py                  # figures + report.md + report.pdf from report/results/
-  python report/make_report.py --collect        # first re-read runs/ (histories, checkpoints) into report/results/
+  python report/make_report.py --collect        # first re-read runs/ (histories, checkpoints, logs) into results/
   python report/make_report.py --rerun          # first train what runs/ lacks (report/experiments.py), then collect
+  python report/make_report.py --name "Ada Lovelace" --student-id B12345678   # the header's fields
 
-Building reads report/results/*.json|csv, the training CSV (faces for the sample grids) and the
-released weights (layer table, activation and saliency maps); it trains nothing and takes seconds.
+The text is report/template.md with its placeholders filled from report/results/ alone (and the layer
+table of the released model file), so report.md is a function of committed files: a test renders it and
+compares it byte for byte. The figures also need the training CSV (faces for the grids and maps).
+--collect keeps a results file whose checkpoints are gone (runs/**/*.pt are not committed) as it is.
 """
 
 import argparse
 import csv
+import itertools
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +38,9 @@ import experiments  # noqa: E402
 from md2pdf import markdown_to_pdf  # noqa: E402
 from quantize import quantize  # noqa: E402
 
-from dataset import CLASS_NAMES, Faces, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, count_parameters, load_model  # noqa: E402
+import faces  # noqa: E402
+from dataset import CLASS_NAMES, Faces, duplicate_groups, read_faces, recorded_split  # noqa: E402
+from model import atomic_write, count_parameters, load_checkpoint, load_model  # noqa: E402
 from predict import RELEASED_ENSEMBLE, predict_proba  # noqa: E402
 
 HERE = ROOT / "report"
@@ -125,11 +132,13 @@ def compact_sweep_entry(name: str, checkpoint: Path, held: HeldOut, tmp: Path) -
             "schedule": COMPACT_SCHEDULE if name == "compact" else " ".join(experiments.SHORT)}
 
 
-def collect(train_csv: str | Path, results: Path) -> None:
-    """Summaries of every logged run, held-out probabilities of the best model, ensembles, the imbalance
-    comparison and the compact sweep, as small files under results/."""
-    results.mkdir(parents=True, exist_ok=True)
-    held = HeldOut(read_faces(train_csv, require_labels=True))
+GPU_RUNS = ROOT / "runs" / "gpu"  # the GPU suite's histories, unpacked from its logs.tar.gz
+SWEEP = ["vgg4", "vgg6", "vgg8", "vgg12", "vgg16", "mobilenet8", "mobilenet16", "mobilenet24",
+         "mobilenet32"]  # the size sweep: both families, their parameter ranges overlapping
+
+
+def collect_runs(results: Path) -> None:
+    """results/runs.json: a summary of every finished history, the GPU suite's included (runs/gpu/**)."""
     runs = {name: summarize_history(base.with_suffix(".json")) for name, base in BEST.items()}
     for name in experiments.EXPERIMENTS:
         if experiments.finished(name):
@@ -137,8 +146,28 @@ def collect(train_csv: str | Path, results: Path) -> None:
     for name, base in COMPACT_RUNS.items():
         if experiments.finished(base.name, base.parent):
             runs[name] = summarize_history(base.with_suffix(".json"))
+    for history in sorted(GPU_RUNS.rglob("*.json")):
+        h = json.loads(history.read_text())
+        if isinstance(h, dict) and h.get("finished") and "history" in h:
+            runs[f"gpu/{history.relative_to(GPU_RUNS).with_suffix('')}"] = summarize_history(history)
     write_json({"runs": runs}, results / "runs.json")
 
+
+def missing(paths: list[Path], what: Path) -> bool:
+    """Whether a checkpoint behind results/what is gone (runs/**/*.pt are not committed): then what is kept."""
+    gone = [p for p in paths if not p.exists()]
+    if gone:
+        print(f"kept {what}: {len(gone)} checkpoint(s) missing, e.g. {gone[0]}")
+    return bool(gone)
+
+
+def collect(train_csv: str | Path, results: Path) -> None:
+    """Summaries of every logged run, held-out probabilities of the best model, ensembles, the imbalance
+    comparison and the compact sweep, as small files under results/. A file whose checkpoints are gone is
+    kept as it is; a sweep entry likewise."""
+    results.mkdir(parents=True, exist_ok=True)
+    collect_runs(results)
+    held = HeldOut(read_faces(train_csv, require_labels=True))
     best = held.probs(*RELEASED)
     with atomic_write(results / "heldout_best.csv", "w") as f:
         w = csv.writer(f)
@@ -146,33 +175,40 @@ def collect(train_csv: str | Path, results: Path) -> None:
         w.writerows([r, y, *np.round(p, 5)] for r, y, p in zip(held.rows.tolist(), held.labels.tolist(), best,
                                                                   strict=True))
 
-    seeds = [experiments.BASE, *[f"{experiments.BASE}_seed{s}" for s in (1, 2, 3, 4)]]
-    seed_runs = [experiments.RUNS / f"{n}.pt" for n in seeds if experiments.finished(n)]
-    ensembles = {str(k): held.accuracy(*seed_runs[:k]) for k in (1, 3, 5) if len(seed_runs) >= k}
-    write_json({"base": experiments.BASE, "val_acc_tta": ensembles}, results / "ensembles.json")
+    seed_runs = [experiments.RUNS / f"{n}.pt" for n in experiments.SEEDS if experiments.finished(n)]
+    if not missing(seed_runs, results / "ensembles.json"):
+        ensembles = {str(k): held.accuracy(*seed_runs[:k]) for k in (1, 3, 5) if len(seed_runs) >= k}
+        write_json({"base": experiments.BASE, "val_acc_tta": ensembles}, results / "ensembles.json")
 
-    imbalance = {"prior": held.prior.tolist(), "rows": []}
-    candidates = {"released ensemble": best}
-    for run, label in ((experiments.BASE, experiments.BASE),
-                       (f"{experiments.BASE}_class_weighted", f"{experiments.BASE}, class-weighted loss")):
-        if experiments.finished(run):
-            candidates[label] = held.probs(experiments.RUNS / f"{run}.pt")
-    for name, probs in candidates.items():
-        imbalance["rows"].append({"model": name, "decision": "arg-max",
-                                  **per_class_scores(held.labels, probs.argmax(1))})
-        if "class-weighted" not in name:
-            imbalance["rows"].append({"model": name, "decision": "logit-adjusted (tau = 1)",
-                                      **per_class_scores(held.labels, logit_adjusted(probs, held.prior))})
-    write_json(imbalance, results / "imbalance.json")
+    compared = {experiments.BASE: experiments.BASE,
+                f"{experiments.BASE}_class_weighted": f"{experiments.BASE}, class-weighted loss"}
+    if not missing([experiments.RUNS / f"{run}.pt" for run in compared], results / "imbalance.json"):
+        imbalance = {"prior": held.prior.tolist(), "rows": []}
+        candidates = {"released ensemble": best,
+                      **{label: held.probs(experiments.RUNS / f"{run}.pt") for run, label in compared.items()}}
+        for name, probs in candidates.items():
+            imbalance["rows"].append({"model": name, "decision": "arg-max",
+                                      **per_class_scores(held.labels, probs.argmax(1))})
+            if "class-weighted" not in name:
+                imbalance["rows"].append({"model": name, "decision": "logit-adjusted (tau = 1)",
+                                          **per_class_scores(held.labels, logit_adjusted(probs, held.prior))})
+        write_json(imbalance, results / "imbalance.json")
 
-    sweep = []
-    for name in ("vgg8", "vgg12", "vgg16", "mobilenet8", "mobilenet16", "mobilenet24"):
-        if experiments.finished(name):
-            sweep.append(compact_sweep_entry(name, experiments.RUNS / f"{name}.pt", held, results / ".sweep.q8"))
+    recorded_sweep = results / "compact_sweep.json"
+    recorded = ({m["name"]: m for m in json.loads(recorded_sweep.read_text())["models"]}
+                if recorded_sweep.exists() else {})
+    checkpoints = {name: experiments.RUNS / f"{name}.pt" for name in SWEEP if experiments.finished(name)}
     compact = COMPACT_RUNS["compact"]
     if experiments.finished(compact.name, compact.parent):
-        sweep.append(compact_sweep_entry("compact", compact.with_suffix(".pt"), held, results / ".sweep.q8"))
-    write_json({"split": SPLIT, "models": sweep}, results / "compact_sweep.json")
+        checkpoints["compact"] = compact.with_suffix(".pt")
+    sweep = []
+    for name, checkpoint in checkpoints.items():
+        if checkpoint.exists():
+            sweep.append(compact_sweep_entry(name, checkpoint, held, results / ".sweep.q8"))
+        elif name in recorded:
+            print(f"kept the sweep's {name}: {checkpoint} missing")
+            sweep.append(recorded[name])
+    write_json({"split": SPLIT, "models": sweep}, recorded_sweep)
 
 
 def write_json(obj: object, path: Path) -> None:
@@ -242,14 +278,14 @@ def plot_curves(runs: dict[str, dict], path: Path, title: str) -> None:
     save(fig, path)
 
 
-def plot_tricks(rows: list[tuple[str, float]], path: Path) -> None:
+def plot_tricks(rows: list[tuple[str, float]], noise: float, path: Path) -> None:
+    """One bar per setting; the band is the reference (first row) +- noise."""
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1))
-    if not rows:
-        ax.text(0.5, 0.5, "no ablation runs collected yet", ha="center")
-        save(fig, path)
-        return
     names, accs = zip(*rows, strict=True)
+    ax.axvspan(100 * (accs[0] - noise), 100 * (accs[0] + noise), color="0.85", zorder=0,
+               label="reference ± 2 seed std")
     ax.barh(names[::-1], [100 * a for a in accs[::-1]], color="tab:gray")
+    ax.legend(fontsize=7, loc="lower right")
     for i, a in enumerate(accs[::-1]):
         ax.annotate(f"{100 * a:.1f} %", (100 * a, i), va="center", ha="left", fontsize=8)
     ax.set(title="Training tricks on and off (held-out accuracy, flip TTA)", xlabel="held-out accuracy (%)",
@@ -305,29 +341,78 @@ def gradient_saliency(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.grad.abs()
 
 
-def plot_maps(model: nn.Module, faces: np.ndarray, labels: np.ndarray, act_path: Path, sal_path: Path,
+def looks_like_a_face(face: np.ndarray) -> bool:
+    """Whether faces.py's detector finds a face in the 48x48 face upscaled 4x: FER2013 also holds a few
+    placeholders ("this image has moved") and drawings, which would make poor examples."""
+    big = np.asarray(Image.fromarray(face).resize((192, 192), Image.Resampling.BICUBIC))
+    return bool(faces.detect(big, 0))
+
+
+def plot_maps(model: nn.Module, images: np.ndarray, labels: np.ndarray, act_path: Path, sal_path: Path,
               per_class: int = 2) -> None:
+    """Per class, per_class held-out faces in which a face is found, each above its map: a 7-column grid."""
     rng = np.random.default_rng(1)
-    picked = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(K)
-                             if (labels == c).sum() >= per_class])
-    x = torch.from_numpy(faces[picked]).float().div(255)[:, None]
+    picked = []
+    for c in range(K):
+        shuffled = rng.permutation(np.flatnonzero(labels == c))
+        found = list(itertools.islice((i for i in shuffled if looks_like_a_face(images[i])), per_class))
+        picked.append(found + [i for i in shuffled if i not in found][:per_class - len(found)])  # none: any
+    order = [picked[c][k] for k in range(per_class) for c in range(K)]  # row k holds every class's k-th face
+    x = torch.from_numpy(images[order]).float().div(255)[:, None]
     model.eval()
     predicted = model(x).argmax(1).tolist()
     act = nn.functional.interpolate(last_conv_activation(model, x), size=x.shape[-2:], mode="bilinear")
     sal = gradient_saliency(model, x)
-    for maps, path, what in ((act, act_path, "last conv layer's mean activation"),
-                             (sal, sal_path, "gradient saliency |d score / d pixel|")):
-        fig, axes = plt.subplots(2, len(picked), figsize=(1.1 * len(picked), 2.8))
-        for i, row in enumerate(picked):
-            axes[0, i].imshow(faces[row], cmap="gray", vmin=0, vmax=255)
-            axes[0, i].set_title(f"{CLASS_NAMES[labels[row]]}\n→ {CLASS_NAMES[predicted[i]]}", fontsize=7,
-                                 color=CLASS_COLORS[labels[row]])
-            axes[1, i].imshow(faces[row], cmap="gray", vmin=0, vmax=255)
-            axes[1, i].imshow(maps[i, 0].numpy(), cmap="jet", alpha=0.5)
+    for maps, path, what in ((act, act_path, "Last conv layer's mean activation"),
+                             (sal, sal_path, "Gradient saliency |d score / d pixel|")):
+        fig, axes = plt.subplots(2 * per_class, K, figsize=(1.45 * K, 1.6 * 2 * per_class + 0.5))
+        for i, row in enumerate(order):
+            face_ax, map_ax = axes[2 * (i // K), i % K], axes[2 * (i // K) + 1, i % K]
+            face_ax.imshow(images[row], cmap="gray", vmin=0, vmax=255)
+            face_ax.set_title(f"{CLASS_NAMES[labels[row]]} → {CLASS_NAMES[predicted[i]]}", fontsize=9,
+                              color=CLASS_COLORS[labels[row]])
+            map_ax.imshow(images[row], cmap="gray", vmin=0, vmax=255)
+            map_ax.imshow(maps[i, 0].numpy(), cmap="jet", alpha=0.5)
         for ax in axes.flat:
             ax.axis("off")
-        fig.suptitle(f"{what} (true → predicted)", fontsize=10)
+        fig.suptitle(f"{what}: each held-out face above its map (true → predicted)", fontsize=11)
         save(fig, path)
+
+
+def plot_confusion_examples(images: np.ndarray, rows: np.ndarray, y: np.ndarray, predicted: np.ndarray,
+                            confusions: list[tuple[int, int, float]], path: Path, per_pair: int = 6) -> None:
+    picked, titles, colors = [], [], []
+    for t, p, _ in confusions:
+        hits = np.flatnonzero((y == t) & (predicted == p))[:per_pair]
+        picked += [images[rows[i]] for i in hits]
+        titles += [f"{CLASS_NAMES[t]} → {CLASS_NAMES[p]}"] * len(hits)
+        colors += [CLASS_COLORS[t]] * len(hits)
+    face_grid(picked, titles, per_pair, path, "Commonest confusions (true → predicted)", colors)
+
+
+def make_figures(results: Path, data: Path, out: Path, best_model: Path) -> None:
+    """Every PNG of FIGURES in out, from results/, the faces of the data file and the model's maps."""
+    runs = json.loads((results / "runs.json").read_text())["runs"]
+    ensembles = json.loads((results / "ensembles.json").read_text())
+    with open(results / "heldout_best.csv") as f:
+        held = list(csv.DictReader(f))
+    faces = read_faces(data, require_labels=True)
+    images, labels = faces.images[:, 0].numpy(), faces.labels.numpy()
+    rows = np.array([int(r["row"]) for r in held])
+    y = np.array([int(r["label"]) for r in held])
+    predicted = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in held]).argmax(1)
+    plot_class_counts(labels, out / "class_counts.png")
+    plot_samples(images, labels, out / "samples.png")
+    plot_curves({n: runs[n] for n in BEST}, out / "curves_best.png", "The released models (cpu preset), both seeds")
+    plot_curves({n: runs[n] for n in (experiments.BASE, "mlp_matched")}, out / "cnn_vs_mlp.png",
+                "CNN against an MLP with the same number of parameters")
+    plot_tricks([(n, a) for n, a, _ in trick_rows(runs, ensembles)], 2 * seed_spread(runs)[1], out / "tricks.png")
+    cm = confusion_matrix(y, predicted)
+    plot_confusion(cm, out / "confusion.png")
+    plot_confusion_examples(images, rows, y, predicted, top_confusions(cm), out / "confusions_examples.png")
+    plot_per_class(per_class_scores(y, predicted), out / "per_class.png")
+    plot_maps(load_model(best_model)[0], images[rows], y, out / "activations.png", out / "saliency.png")
+    plot_compact(json.loads((results / "compact_sweep.json").read_text())["models"], out / "compact.png")
 
 
 def plot_compact(sweep: list[dict], path: Path) -> None:
@@ -347,13 +432,76 @@ def plot_compact(sweep: list[dict], path: Path) -> None:
         if key == "int8_bytes":
             ax.axvline(225_000, color="gray", ls=":", label="225,000-byte limit")
         ax.set(xscale="log", xlabel=label, ylabel="held-out accuracy, int8, flip TTA (%)")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped each other
+        values = [m[key] for m in sweep]
+        ticks = [t for t in (1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6) if min(values) / 1.5 <= t <= max(values) * 1.5]
+        ax.set_xticks(ticks, [f"{t / 1000:.0f}k" for t in ticks])  # 1-2-5 steps: a log axis one can read off
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
     fig.suptitle("Model size against held-out accuracy")
     save(fig, path)
 
 
-# ---------------------------------------------------------------- the report text
+# ---------------------------------------------------------------- facts: the data file and logs -> results/
+
+SPEED_LOGS = {"ensemble": ROOT / "runs" / "speed_cpu_ensemble.log", "single": ROOT / "runs" / "cpu" / "speed_s0.log",
+              "compact": ROOT / "runs" / "compact80" / "speed.log"}  # bench/speed.py's logs
+HELDOUT_LOG = ROOT / "runs" / "heldout_cpu_ensemble.json"  # bench/heldout.py on the released pair, SPLIT
+MLP_TRIALS = ROOT / "runs" / "mlp_recipe"  # the MLP recipe's 15-epoch trials
+
+
+def collect_facts(train_csv: str | Path, results: Path, model_path: Path) -> None:
+    """What the text needs besides the runs: class counts, duplicates, saliency shares of the released
+    model, and figures from committed logs, as results/facts.json (no run checkpoints needed)."""
+    faces = read_faces(train_csv, require_labels=True)
+    groups = duplicate_groups(faces.images)
+    train_idx, val_idx = recorded_split(faces, SPLIT)
+    model, _ = load_model(model_path)
+    heldout = json.loads(HELDOUT_LOG.read_text())
+    speeds = {name: float(re.search(r"^predict .*median ([\d.]+) s", log.read_text(), re.MULTILINE).group(1))
+              for name, log in SPEED_LOGS.items()}
+    test_rows = re.search(r"^load test\.csv\.gz \(([\d,]+) rows\)", SPEED_LOGS["compact"].read_text(), re.MULTILINE)
+    trials = {}
+    for history in sorted(MLP_TRIALS.glob("*.json")):
+        h = json.loads(history.read_text())
+        trials[history.stem] = {"no_augment": h["args"]["no_augment"], "lr": h["args"]["lr"],
+                                "epochs": h["epoch"], "val_acc": h["best_val_acc"]}
+    write_json({"counts": np.bincount(faces.labels.numpy(), minlength=K).tolist(),
+                "n_distinct": int(groups.max() + 1), "n_train": len(train_idx),
+                "val_with_copy": int(np.isin(groups[val_idx], groups[train_idx]).sum()),
+                "saliency_bands": saliency_bands(model, faces.images[val_idx, 0].numpy()),
+                "ensemble_clean": heldout["ensemble_val_acc_tta_clean"],
+                "ensemble_copies": heldout["ensemble_val_acc_tta_copies"], "n_val_clean": heldout["n_val_clean"],
+                "member_acc": [m["val_acc_tta"] for m in heldout["models"]],
+                "predict_seconds": speeds, "test_rows": test_rows.group(1), "mlp_trials": trials},
+               results / "facts.json")
+
+
+# ---------------------------------------------------------------- the report text: results/ -> template.md
+
+TEMPLATE = HERE / "template.md"
+BLANK = "________"  # the header's name and student ID until --name and --student-id fill them
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def points(x: float) -> str:
+    return f"{100 * x:+.1f}".replace("-0.0", "±0.0").replace("+0.0", "±0.0")
+
+
+def share(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def minutes(run: dict) -> str:
+    return "n/a" if run.get("wall_seconds") is None else f"{run['wall_seconds'] / 60:.1f} min"
+
 
 def layer_table(model: nn.Module) -> list[list[str]]:
     """type, output shape, parameters of every leaf layer, from one forward pass."""
@@ -368,101 +516,12 @@ def layer_table(model: nn.Module) -> list[list[str]]:
     return rows
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
-
-
-def pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f} %"
-
-
-def minutes(run: dict) -> str:
-    return "n/a" if run.get("wall_seconds") is None else f"{run['wall_seconds'] / 60:.1f} min"
-
-
-def build(results: Path, data: Path, out: Path, best_model: Path) -> Path:
-    """Every figure and report.md (+ report.pdf) in out, from results/ and the data file."""
-    out.mkdir(parents=True, exist_ok=True)
-    runs = json.loads((results / "runs.json").read_text())["runs"]
-    ensembles = json.loads((results / "ensembles.json").read_text())
-    imbalance = json.loads((results / "imbalance.json").read_text())
-    sweep = json.loads((results / "compact_sweep.json").read_text())["models"]
-    with open(results / "heldout_best.csv") as f:
-        held = list(csv.DictReader(f))
-    faces = read_faces(data, require_labels=True)
-    images, labels = faces.images[:, 0].numpy(), faces.labels.numpy()
-    rows = np.array([int(r["row"]) for r in held])
-    y = np.array([int(r["label"]) for r in held])
-    probs = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in held])
-    predicted = probs.argmax(1)
-
-    counts = plot_class_counts(labels, out / "class_counts.png")
-    plot_samples(images, labels, out / "samples.png")
-    best_runs = {n: runs[n] for n in BEST if n in runs}
-    plot_curves(best_runs, out / "curves_best.png", "The released models (cpu preset), both seeds")
-    base = experiments.BASE
-    plot_curves({n: runs[n] for n in (base, "mlp_matched") if n in runs}, out / "cnn_vs_mlp.png",
-                "CNN against an MLP with the same number of parameters")
-    tricks = trick_rows(runs, ensembles)
-    plot_tricks([(name, acc) for name, acc, _ in tricks], out / "tricks.png")
-    cm = confusion_matrix(y, predicted)
-    plot_confusion(cm, out / "confusion.png")
-    confusions = top_confusions(cm)
-    plot_confusion_examples(images, rows, y, predicted, confusions, out / "confusions_examples.png")
-    scores = per_class_scores(y, predicted)
-    plot_per_class(scores, out / "per_class.png")
-    model, _ = load_model(best_model)
-    plot_maps(model, images[rows], y, out / "activations.png", out / "saliency.png")
-    if sweep:
-        plot_compact(sweep, out / "compact.png")
-
-    bands = saliency_bands(model, images[rows])
-    text = report_text(runs, counts, model, tricks, confusions, scores, imbalance, sweep, best_model, bands,
-                       ensembles)
-    with atomic_write(out / "report.md", "w") as f:
-        f.write(text)
-    markdown_to_pdf(out / "report.md", out / "report.pdf")
-    return out / "report.md"
-
-
-def trick_rows(runs: dict, ensembles: dict) -> list[tuple[str, float, str]]:
-    """(setting, held-out accuracy, note) for each trick on and off; TTA figures unless the note says not."""
-    base = experiments.BASE
-    rows = []
-    if base in runs:
-        b = runs[base]
-        train_acc = pct(b["history"][-1]["train_acc"])
-        rows.append((f"{base}: all tricks on", b["val_acc_tta"], f"reference; training accuracy {train_acc}"))
-        rows.append(("early stopping: best epoch kept", b["val_acc"], f"epoch {b['best_epoch']}, no TTA"))
-        rows.append(("no early stopping: last epoch kept", b["last_val_acc"], f"epoch {b['epochs_run']}, no TTA"))
-    for name, what in ((f"{base}_no_normalize", "without normalisation"),
-                       (f"{base}_no_augment", "without augmentation")):
-        if name in runs:
-            r = runs[name]
-            rows.append((what, r["val_acc_tta"], f"run {name}; training accuracy {pct(r['history'][-1]['train_acc'])}"))
-    for k, acc in ensembles["val_acc_tta"].items():
-        rows.append((f"ensemble of {k} seed{'s' if k != '1' else ''}", acc, "mean of the models' probabilities"))
-    return rows
-
-
 def top_confusions(cm: np.ndarray, n: int = 3) -> list[tuple[int, int, float]]:
     """The n largest off-diagonal row-normalised cells: (true, predicted, fraction of the true class)."""
     norm = cm / cm.sum(1, keepdims=True).clip(1)
     np.fill_diagonal(norm, 0)
     order = np.argsort(norm, axis=None)[::-1][:n]
     return [(int(i // K), int(i % K), float(norm.flat[i])) for i in order]
-
-
-def plot_confusion_examples(images: np.ndarray, rows: np.ndarray, y: np.ndarray, predicted: np.ndarray,
-                            confusions: list[tuple[int, int, float]], path: Path, per_pair: int = 6) -> None:
-    picked, titles, colors = [], [], []
-    for t, p, _ in confusions:
-        hits = np.flatnonzero((y == t) & (predicted == p))[:per_pair]
-        picked += [images[rows[i]] for i in hits]
-        titles += [f"{CLASS_NAMES[t]} → {CLASS_NAMES[p]}"] * len(hits)
-        colors += [CLASS_COLORS[t]] * len(hits)
-    face_grid(picked, titles, per_pair, path, "Commonest confusions (true → predicted)", colors)
 
 
 def saliency_bands(model: nn.Module, faces: np.ndarray) -> dict[str, float]:
@@ -476,247 +535,202 @@ def saliency_bands(model: nn.Module, faces: np.ndarray) -> dict[str, float]:
 BANDS = {"eyes (rows 10-24)": (10, 24), "nose (rows 24-32)": (24, 32), "mouth (rows 32-44)": (32, 44)}
 
 
-def best_decisions(rows: list[dict]) -> list[str]:
-    """A sentence naming the model and decision with the best accuracy, and one for macro-F1."""
-    if not rows:
-        return []
-    acc = max(rows, key=lambda r: r["accuracy"])
-    f1 = max(rows, key=lambda r: r["macro_f1"])
-    return [f"Here the highest accuracy comes from {acc['model']} with the {acc['decision']} decision "
-            f"({pct(acc['accuracy'])}), the highest macro-F1 from {f1['model']} with the {f1['decision']} "
-            f"decision ({f1['macro_f1']:.3f})."]
+def seed_spread(runs: dict) -> tuple[list[float], float]:
+    """The base run's held-out (TTA) accuracy over its seeds, and their standard deviation."""
+    accs = [runs[n]["val_acc_tta"] for n in experiments.SEEDS if n in runs]
+    return accs, float(np.std(accs, ddof=1))
 
 
-def report_text(runs: dict, counts: np.ndarray, model: nn.Module, tricks: list, confusions: list,
-                scores: dict, imbalance: dict, sweep: list, best_model: Path, bands: dict, ensembles: dict) -> str:
-    base = experiments.BASE
-    s0 = runs.get("vgg_cpu_s0", {})
-    args = s0.get("args", {})
-    disgust = counts[1] / counts.sum()
-    run_rows = [[name, f"{r['params']:,}", f"{r['epochs_run']}", f"{r['best_epoch']}", pct(r["val_acc"]),
-                 pct(r.get("val_acc_tta")), minutes(r), r["device"] + (" bf16" if r["bf16"] else "")]
-                for name, r in runs.items()]
-    layers = layer_table(model)
-    mlp, cnn = runs.get("mlp_matched"), runs.get(base)
-    lines = [
-        "# FER2013 facial-expression classification: homework report",
-        "",
-        "Generated by `python report/make_report.py` from the logged results in `report/results/`; "
-        "`--collect` re-reads them from the training runs under `runs/`, `--rerun` first trains the runs "
-        "that are missing. No GPU was available: every run below trained on the 2-core CPU development "
-        "machine (bf16 autocast). The released models trained for 40 epochs (about 50 min each); to fit the "
-        "machine, the comparisons of sections 4, 5, 8 and 11 use a much shorter common schedule "
-        f"(`report/experiments.py`: {' '.join(experiments.SHORT)}), so their absolute accuracies are "
-        "lower than the released models' and only the differences between them are the point.",
-        "",
-        "All accuracies are on the same held-out split: a stratified 10 % of `train.csv` (2,872 faces, "
-        "split seed 0), never trained on. *Held-out (TTA)* averages each face with its mirror image.",
-        "",
-        "## Runs behind this report",
-        "",
-        table(["run", "parameters", "epochs run", "best epoch", "held-out", "held-out (TTA)", "wall time", "device"],
-              run_rows),
-        "",
-        "Commands: `python train.py ../shared/fer2013/train.csv.gz --preset cpu [--seed 1]` (vgg_cpu_s0/s1, "
-        "logs in `runs/cpu*/`), `--preset compact` (compact, `runs/compact80/`), the same with `--epochs 40` "
-        "(compact_40ep, `runs/compact/`) continued by `--init runs/compact/mobilenet.pt --epochs 8 --lr 0.01 "
-        "--warmup 0.25` (compact_40ep_ft, `runs/compact_ft/`), and "
-        "`python report/experiments.py ../shared/fer2013/train.csv.gz` for all others (flags per run in "
-        "`report/experiments.py`, logs in `runs/report/`). Most of these runs shared the two cores with one or "
-        "two other runs (one thread each), so their wall times are upper bounds.",
-        "",
-        "## 1. The data",
-        "",
-        f"`train.csv` holds {counts.sum():,} labelled faces. The classes are far from balanced: happy is "
-        f"{counts[3] / counts.sum():.1%} of the faces, disgust only {disgust:.1%} ({counts[1]} faces).",
-        "",
-        "![class counts](class_counts.png)",
-        "",
-        "![sample faces](samples.png)",
-        "",
-        "## 2. The best model",
-        "",
-        "The released predictor (`bash hw2_test.sh`) averages two VGG-style CNNs trained with the `cpu` preset "
-        "and different seeds (vgg_cpu_s0, vgg_cpu_s1). Each one:",
-        "",
-        table(["layer", "type", "output shape", "parameters"], layers),
-        "",
-        f"Total: {count_parameters(model):,} parameters.",
-        "",
-        "Why each kind of layer is there:",
-        "",
-        "- **Normalize**: subtracts the training split's pixel mean and divides by its std (stored in the model), "
-        "so the first layer sees zero-centred inputs of unit scale whatever the file's brightness.",
-        "- **Conv2d 3×3**: local feature detectors shared over the whole face; two stacked 3×3 see 5×5 with fewer "
-        "weights than one 5×5 (VGG). No bias: the BatchNorm after it has its own shift.",
-        "- **BatchNorm**: keeps each layer's inputs normalised during training, which allows a high learning rate "
-        "and regularises a little; folded into the convolution at inference.",
-        "- **ReLU**: the non-linearity; cheap and does not saturate for positive inputs.",
-        "- **MaxPool 2×2**: halves the resolution per stage (48 → 24 → 12 → 6 → 3), buying translation tolerance "
-        "and a wider receptive field while the channel count doubles.",
-        "- **Dropout** (0.1 after each stage, 0.4 in the head): the data set is small (26k training faces) and "
-        "a 2.6M-parameter network overfits without it.",
-        "- **Linear + BatchNorm1d + ReLU, Linear**: the classifier on the flattened 3×3 map, which keeps where on "
-        "the face a feature fired.",
-        "",
-        "Training hyperparameters (`train.py --preset cpu`):",
-        "",
-        table(["setting", "value"], [[k, f"`{args[k]}`"] for k in
-              ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup", "patience",
-               "rotate", "shift", "scale", "erase", "seed", "split_seed") if k in args]),
-        "",
-        "SGD with Nesterov momentum, one-cycle learning rate (warm-up then cosine decay to ~0), "
-        "cross-entropy with label smoothing; augmentation per face: horizontal flip, random affine "
-        "(rotation, shift, scale), random erasing. The validation split: `train.csv` has no Usage column, so "
-        "10 % of each class is held out at random with split seed 0 (`dataset.stratified_split`); "
-        "the same split is used by every run, and the normalisation statistics come from the training part only.",
-        "",
-        "## 3. Learning curves",
-        "",
-        "![learning curves](curves_best.png)",
-        "",
-    ]
-    for name in BEST:
-        if name in runs:
-            r = runs[name]
-            lines.append(f"- {name}: best held-out accuracy {pct(r['val_acc'])} at epoch {r['best_epoch']} of "
-                         f"{r['epochs_run']} (the kept model; with flip TTA {pct(r['val_acc_tta'])}).")
-    lines += [
-        "",
-        "Training loss stays above validation loss because training faces are augmented and the loss is "
-        "label-smoothed; the validation curve flattens as the one-cycle learning rate decays.",
-        "",
-        "## 4. CNN against an MLP with the same number of parameters",
-        "",
-    ]
-    if mlp and cnn:
-        gap = cnn["val_acc_tta"] - mlp["val_acc_tta"]
-        lines += [
-            "![CNN vs MLP](cnn_vs_mlp.png)",
-            "",
-            table(["model", "parameters", "held-out (TTA)", "train acc, last epoch"],
-                  [[name, f"{r['params']:,}", pct(r["val_acc_tta"]), pct(r["history"][-1]["train_acc"])]
-                   for name, r in ((f"{base} (CNN)", cnn), ("2-layer MLP", mlp))]),
-            "",
-            f"The parameter counts differ by {abs(cnn['params'] - mlp['params']) / cnn['params']:.2%}. With the "
-            f"same budget and schedule the CNN is {100 * gap:.1f} points more accurate. An MLP must learn every "
-            "feature separately at every position, and a shifted face is a different input to it; the CNN shares "
-            "each filter over the whole image and pools, so its parameters go into features rather than positions.",
-        ]
-    else:
-        lines.append("*(the CNN and MLP runs are not in the results yet)*")
-    lines += ["", "## 5. Training tricks, on and off", ""]
-    lines += [
-        f"Each row changes one thing in the `{base}` run (same schedule, seed and split).",
-        "",
-        table(["setting", "held-out accuracy", "note"], [[n, pct(a), note] for n, a, note in tricks]),
-        "",
-        "![training tricks](tricks.png)",
-        "",
-    ]
-    if base in runs:
-        ref = runs[base]["val_acc_tta"]
-        lines += [f"- {what}: {100 * (runs[name]['val_acc_tta'] - ref):+.1f} points against the reference."
-                  for name, what in ((f"{base}_no_normalize", "Without normalisation"),
-                                     (f"{base}_no_augment", "Without augmentation")) if name in runs]
-        lines += [f"- Ensemble of {k} against 1 model: {100 * (acc - ensembles['val_acc_tta']['1']):+.1f} points."
-                  for k, acc in ensembles["val_acc_tta"].items() if k != "1"]
-        lines.append("")
-    lines += [
-        "The training accuracy is measured during each epoch on the faces as trained on (augmented, with "
-        "dropout active). Where it stays below the held-out accuracy, the model still underfits at the end of "
-        "the short schedule, and a regulariser such as augmentation can cost accuracy; whether it pays off over "
-        "the released models' 40 epochs was not measured here (no 40-epoch run without augmentation was made).",
-        "",
-        "Early stopping here means keeping the epoch with the best validation accuracy (with a patience of "
-        "15 epochs it never cut these short runs); because that epoch is chosen on the same held-out split, "
-        "its figure is slightly optimistic.",
-        "",
-        "## 6. Confusion matrix",
-        "",
-        "The released ensemble on the held-out split:",
-        "",
-        "![confusion matrix](confusion.png)",
-        "",
-        "The commonest confusions (share of the true class):",
-        "",
-    ]
-    lines += [f"- {CLASS_NAMES[t]} taken for {CLASS_NAMES[p]}: {f:.1%}" for t, p, f in confusions]
-    lines += ["", "![confused faces](confusions_examples.png)", "", "## 7. Accuracy, macro-F1, per class", ""]
-    lines += [
-        f"Accuracy {pct(scores['accuracy'])}, macro-F1 {scores['macro_f1']:.3f}.",
-        "",
-        table(["class", "precision", "recall", "F1", "support"],
-              [[c, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}", f"{scores['f1'][i]:.3f}",
-                scores["support"][i]] for i, c in enumerate(CLASS_NAMES)]),
-        "",
-        "![per-class scores](per_class.png)",
-        "",
-        "## 8. Class imbalance: is the arg-max the best decision?",
-        "",
-        "Arg-max of the predicted probabilities maximises expected accuracy, which favours frequent classes. "
-        "Two alternatives: a class-weighted loss (each class weighted by n / (7 n_c) in training) and a "
-        "prior correction at decision time (logit adjustment: arg-max of log p(y|x) − log p(y), with p(y) the "
-        "class shares of the training split), which aims at balanced accuracy instead.",
-        "",
-        table(["model", "decision", "accuracy", "macro-F1", "disgust recall", "disgust precision"],
-              [[r["model"], r["decision"], pct(r["accuracy"]), f"{r['macro_f1']:.3f}", f"{r['recall'][1]:.3f}",
-                f"{r['precision'][1]:.3f}"] for r in imbalance["rows"]]),
-        "",
-        "Which decision is best depends on the metric: the Kaggle score is plain accuracy, which the arg-max "
-        "targets; macro-F1 rewards the rare classes that the other two decisions push up.",
-        "",
-        *best_decisions(imbalance["rows"]),
-        "",
-        "## 9. What the network looks at",
-        "",
-        f"Maps of `{best_model.name}`, one member of the released ensemble, for "
-        "two held-out faces per class; top row the face, bottom row the map over it. Activation maps: the mean "
-        "over channels of the last convolutional layer (6×6, upsampled). Saliency: the absolute gradient of the "
-        "predicted class's score with respect to each pixel.",
-        "",
-        "![activation maps](activations.png)",
-        "",
-        "![saliency maps](saliency.png)",
-        "",
-        "Share of the gradient saliency, summed over all 2,872 held-out faces, in three horizontal bands "
-        "of the 48×48 image:",
-        "",
-        table(["band", "share of saliency", "share of the image"],
-              [[b, f"{v:.1%}", f"{(BANDS[b][1] - BANDS[b][0]) / 48:.1%}"] for b, v in bands.items()]),
-        "",
-        "Gradient saliency is noisy and shows sensitivity, not reasoning; the banded shares are a coarse "
-        "summary that does not depend on picking faces.",
-        "",
-        "## 10. Human against CNN",
-        "",
-        "`python tools/human_vs_cnn.py ../shared/fer2013/train.csv.gz --n 60` shows a person 60 random held-out "
-        "faces one at a time (keys 0-6), writes their answers to a CSV and prints their accuracy next to the "
-        "model's on the same faces (`--score answers.csv` re-scores a saved file). No person has labelled "
-        "faces for this report, so no human figure of ours appears here. The literature puts human accuracy "
-        f"on FER2013 at about {HUMAN_ACCURACY} (Goodfellow et al., *Challenges in Representation Learning*, "
-        "2013); the released ensemble's held-out accuracy is "
-        f"{pct(scores['accuracy'])}.",
-        "",
-        "## 11. Compact models",
-        "",
-    ]
-    if sweep:
-        lines += [
-            "![size against accuracy](compact.png)",
-            "",
-            table(["model", "parameters", "int8 file (bytes)", "fp32 checkpoint (bytes)", "held-out fp32 (TTA)",
-                   "held-out int8 (TTA)", "schedule"],
-                  [[m["name"], f"{m['params']:,}", f"{m['int8_bytes']:,}", f"{m['checkpoint_bytes']:,}",
-                    pct(m["val_acc_tta"]), pct(m["int8_val_acc_tta"]), m["schedule"]] for m in sweep]),
-            "",
-            "The int8 size is that of the file `tools/quantize.py` writes with `model.save_compact` (BatchNorm "
-            "folded, int8 weights with one fp32 scale per output channel, a JSON header). The sweep models share "
-            "the short schedule; `compact` is the shipped `weights/compact.q8`, on its own schedule (last column).",
-        ]
-    else:
-        lines.append("*Placeholder: the compact-model sweep has not been collected yet.*")
-    return "\n".join(lines) + "\n"
+def trick_rows(runs: dict, ensembles: dict) -> list[tuple[str, float, str]]:
+    """(setting, held-out accuracy, note) for each trick on and off."""
+    base = runs[experiments.BASE]
+    rows = [(f"{experiments.BASE}: all tricks on", base["val_acc_tta"],
+             f"reference; training accuracy {pct(base['history'][-1]['train_acc'])}"),
+            ("early stopping: best epoch kept", base["val_acc"], f"epoch {base['best_epoch']}, no TTA"),
+            ("no early stopping: last epoch kept", base["last_val_acc"], f"epoch {base['epochs_run']}, no TTA")]
+    for name, what in ((f"{experiments.BASE}_no_normalize", "without normalisation"),
+                       (f"{experiments.BASE}_no_augment", "without augmentation")):
+        r = runs[name]
+        rows.append((what, r["val_acc_tta"], f"run {name}; training accuracy {pct(r['history'][-1]['train_acc'])}"))
+    for k, acc in ensembles["val_acc_tta"].items():
+        rows.append((f"ensemble of {k} seed{'s' if k != '1' else ''}", acc, "mean of the models' probabilities"))
+    return rows
+
+
+def trick_verdicts(rows: list[tuple[str, float, str]], noise: float) -> str:
+    """One line per changed setting: its difference to the reference, and whether it exceeds seed noise."""
+    reference = rows[0][1]
+    lines = []
+    for name, acc, note in rows[1:]:
+        if "no TTA" in note or name == "ensemble of 1 seed":  # other figures, or the reference itself
+            continue
+        diff = acc - reference
+        verdict = "beyond seed noise" if abs(diff) > noise else "within seed noise"
+        lines.append(f"- {name[0].upper() + name[1:]}: {points(diff)} points against the reference, {verdict}.")
+    return "\n".join(lines)
+
+
+def matched_sentence(sweep: list[dict]) -> str:
+    """Where the VGG and MobileNet parameter ranges overlap, and each pair within 1.6x in size, compared."""
+    vggs = [m for m in sweep if m["arch"] == "vgg" and m["name"] != "compact"]
+    mobiles = [m for m in sweep if m["arch"] == "mobilenet" and m["name"] != "compact"]
+    lo = max(min(x["params"] for x in vggs), min(x["params"] for x in mobiles))
+    hi = min(max(x["params"] for x in vggs), max(x["params"] for x in mobiles))
+    if lo > hi:
+        return "The two families' parameter ranges do not overlap: no comparison at the same budget is possible."
+    pairs = [(v, m) for v in vggs for m in mobiles
+             if max(v["params"], m["params"]) / min(v["params"], m["params"]) <= 1.6]
+    lines = [f"The two families overlap between {lo:,} and {hi:,} parameters. Pairs within 1.6 times in size:",
+             ""]
+    for v, m in sorted(pairs, key=lambda p: p[0]["params"]):
+        ahead = v if v["val_acc_tta"] > m["val_acc_tta"] else m
+        lines.append(f"- {v['name']} ({v['params']:,} parameters, {pct(v['val_acc_tta'])}) against {m['name']} "
+                     f"({m['params']:,}, {pct(m['val_acc_tta'])}): {ahead['name']} ahead by "
+                     f"{100 * abs(v['val_acc_tta'] - m['val_acc_tta']):.1f} points.")
+    return "\n".join(lines)
+
+
+def per_class_caption(scores: dict) -> str:
+    best_p, worst_r, worst_f = (int(np.argmax(scores["precision"])), int(np.argmin(scores["recall"])),
+                                int(np.argmin(scores["f1"])))
+    return (f"{CLASS_NAMES[best_p]} has the highest precision, {CLASS_NAMES[worst_r]} the lowest recall and "
+            f"{CLASS_NAMES[worst_f]} the lowest F1")
+
+
+def saliency_sentence(bands: dict[str, float]) -> str:
+    """Which bands draw more of the saliency than their share of the face."""
+    ratio = {b: v / ((BANDS[b][1] - BANDS[b][0]) / 48) for b, v in bands.items()}
+    above = [b.split(" (")[0] for b, r in ratio.items() if r > 1]
+    top = max(ratio, key=ratio.get).split(" (")[0]
+    rest = 1 - sum(bands.values())
+    named = ", ".join(above[:-1]) + " and " + above[-1] if len(above) > 1 else above[0] if above else "no band"
+    return (f"{named[0].upper() + named[1:]} "
+            f"draw{'s' if len(above) == 1 else ''} more of the saliency than {'its' if len(above) == 1 else 'their'} "
+            f"share of the face, the {top} most for its size; the rows outside the three bands, the forehead, chin "
+            f"and borders, draw {share(rest)} of it.")
+
+
+def report_values(results: Path, model_path: Path, name: str, student_id: str) -> dict[str, str]:
+    """Every placeholder of template.md, from results/ and the model file (its layers) alone."""
+    runs = json.loads((results / "runs.json").read_text())["runs"]
+    ensembles = json.loads((results / "ensembles.json").read_text())
+    imbalance = json.loads((results / "imbalance.json").read_text())
+    sweep = json.loads((results / "compact_sweep.json").read_text())["models"]
+    facts = json.loads((results / "facts.json").read_text())
+    with open(results / "heldout_best.csv") as f:
+        held = list(csv.DictReader(f))
+    y = np.array([int(r["label"]) for r in held])
+    predicted = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in held]).argmax(1)
+    scores = per_class_scores(y, predicted)
+    counts = np.array(facts["counts"])
+    model, _ = load_model(model_path)
+    config = load_checkpoint(model_path)["config"]
+    s0, s1 = runs["vgg_cpu_s0"], runs["vgg_cpu_s1"]
+    base, mlp = runs[experiments.BASE], runs["mlp_matched"]
+    seed_accs, seed_std = seed_spread(runs)
+    tricks = trick_rows(runs, ensembles)
+    compact = next(m for m in sweep if m["name"] == "compact")
+    best_member = max(facts["member_acc"])
+    ensemble_acc = scores["accuracy"]
+    trials = facts["mlp_trials"]
+    best_of = max(imbalance["rows"], key=lambda r: r["accuracy"]), max(imbalance["rows"], key=lambda r: r["macro_f1"])
+    seconds = facts["predict_seconds"]
+    return {
+        "name": name, "student_id": student_id,
+        "val_share": f"{100 * SPLIT['val_fraction']:.0f} %", "n_val": f"{len(held):,}", "split_seed": SPLIT["seed"],
+        "released_epochs": s0["epochs_run"], "released_minutes": f"{minutes(s0)} and {minutes(s1)}",
+        "short_schedule": " ".join(experiments.SHORT),
+        "n_faces": f"{counts.sum():,}", "n_distinct": f"{facts['n_distinct']:,}",
+        "n_copies": f"{counts.sum() - facts['n_distinct']:,}", "val_with_copy": f"{facts['val_with_copy']:,}",
+        "ensemble_copies": pct(facts["ensemble_copies"]), "ensemble_clean": pct(facts["ensemble_clean"]),
+        "n_val_clean": f"{facts['n_val_clean']:,}", "ensemble_acc": pct(ensemble_acc),
+        "leak_points": f"{100 * (ensemble_acc - facts['ensemble_clean']):.1f}",
+        "runs_table": table(["run", "parameters", "epochs run", "best epoch", "held-out (no TTA)", "held-out",
+                             "wall time", "device"],
+                            [[n, f"{r['params']:,}", r["epochs_run"], r["best_epoch"], pct(r["val_acc"]),
+                              pct(r["val_acc_tta"]), minutes(r), r["device"] + (" bf16" if r["bf16"] else "")]
+                             for n, r in runs.items()]),
+        "conv_stages": len(config["channels"]), "convs_per_stage": config["convs_per_stage"],
+        "channels": "-".join(map(str, config["channels"])), "hidden": config["hidden"],
+        "params": f"{count_parameters(model):,}",
+        "resolutions": " → ".join(str(48 >> i) for i in range(len(config["channels"]) + 1)),
+        "stage_dropout": config["stage_dropout"], "dropout": config["dropout"], "n_train": f"{facts['n_train']:,}",
+        "hparams_table": table(["setting", "value"], [[k, f"`{s0['args'][k]}`"] for k in
+                               ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup",
+                                "patience", "rotate", "shift", "scale", "erase", "seed", "split_seed")
+                               if k in s0["args"]]),
+        "base": experiments.BASE, "n_seeds": len(seed_accs), "seed_accs": ", ".join(pct(a) for a in seed_accs),
+        "seed_std": f"{100 * seed_std:.2f}", "noise_band": f"{200 * seed_std:.1f}",
+        "tricks_table": table(["setting", "held-out accuracy", "note"], [[n, pct(a), note] for n, a, note in tricks]),
+        "trick_verdicts": trick_verdicts(tricks, 2 * seed_std),
+        "no_augment_train": pct(runs[f"{experiments.BASE}_no_augment"]["history"][-1]["train_acc"]),
+        "base_train": pct(base["history"][-1]["train_acc"]), "short_epochs": base["epochs_run"],
+        "released_best_epochs": f"{s0['best_epoch']} and {s1['best_epoch']}",
+        "ensemble_gain": f"{100 * (ensemble_acc - best_member):.1f}", "best_member_acc": pct(best_member),
+        "confusion_list": "\n".join(f"- {CLASS_NAMES[t]} taken for {CLASS_NAMES[p]}: {share(f)}"
+                                    for t, p, f in top_confusions(confusion_matrix(y, predicted))),
+        "disgust_count": f"{counts[1]:,}", "disgust_share": share(counts[1] / counts.sum()),
+        "happy_share": share(counts[3] / counts.sum()),
+        "imbalance_table": table(["model", "decision", "accuracy", "macro-F1", "disgust recall", "disgust precision"],
+                                 [[r["model"], r["decision"], pct(r["accuracy"]), f"{r['macro_f1']:.3f}",
+                                   f"{r['recall'][1]:.3f}", f"{r['precision'][1]:.3f}"] for r in imbalance["rows"]]),
+        "best_decision": f"The highest accuracy comes from the {best_of[0]['model']} with the {best_of[0]['decision']} "
+                         f"decision ({pct(best_of[0]['accuracy'])}), the highest macro-F1 from the "
+                         f"{best_of[1]['model']} with the {best_of[1]['decision']} decision "
+                         f"({best_of[1]['macro_f1']:.3f}).",
+        "cnn_mlp_table": table(["model", "parameters", "held-out", "train acc, last epoch"],
+                               [[n, f"{r['params']:,}", pct(r["val_acc_tta"]), pct(r["history"][-1]["train_acc"])]
+                                for n, r in ((f"{experiments.BASE} (CNN)", base), ("2-layer MLP", mlp))]),
+        "param_gap": f"{abs(base['params'] - mlp['params']) / base['params']:.2%}",
+        "cnn_mlp_gap": f"{100 * (base['val_acc_tta'] - mlp['val_acc_tta']):.1f}",
+        "mlp_trial_aug": pct(max(t["val_acc"] for t in trials.values() if not t["no_augment"])),
+        "mlp_trial_no_aug": pct(max(t["val_acc"] for t in trials.values() if t["no_augment"])),
+        "curve_list": "\n".join(f"- {n}: best held-out accuracy {pct(r['val_acc'])} (no TTA) at epoch "
+                                f"{r['best_epoch']} of {r['epochs_run']}, the kept model; {pct(r['val_acc_tta'])} "
+                                "with flip TTA." for n, r in (("vgg_cpu_s0", s0), ("vgg_cpu_s1", s1))),
+        "macro_f1": f"{scores['macro_f1']:.3f}", "per_class_caption": per_class_caption(scores),
+        "saliency_sentence": saliency_sentence(facts["saliency_bands"]),
+        "classification_report": table(["class", "precision", "recall", "F1", "support"],
+                                       [[c, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}",
+                                         f"{scores['f1'][i]:.3f}", scores["support"][i]]
+                                        for i, c in enumerate(CLASS_NAMES)]),
+        "map_model": model_path.name,
+        "saliency_table": table(["band", "share of saliency", "share of the face"],
+                                [[b, share(v), share((BANDS[b][1] - BANDS[b][0]) / 48)]
+                                 for b, v in facts["saliency_bands"].items()]),
+        "human_accuracy": HUMAN_ACCURACY,
+        "sweep_table": table(["model", "parameters", "int8 file (bytes)", "fp32 checkpoint (bytes)", "held-out fp32",
+                              "held-out int8", "schedule"],
+                             [[m["name"], f"{m['params']:,}", f"{m['int8_bytes']:,}", f"{m['checkpoint_bytes']:,}",
+                               pct(m["val_acc_tta"]), pct(m["int8_val_acc_tta"]), m["schedule"]] for m in sweep]),
+        "compact_table": table(["model", "parameters", "file (bytes)", "held-out",
+                                f"hw2_test.sh on {facts['test_rows']} test faces"],
+                               [["released ensemble (2 VGGs, fp16 files)", f"2 × {count_parameters(model):,}",
+                                 f"2 × {model_path.stat().st_size:,}", pct(ensemble_acc),
+                                 f"{seconds['ensemble']:.1f} s"],
+                                [f"one VGG ({model_path.name})", f"{count_parameters(model):,}",
+                                 f"{model_path.stat().st_size:,}", pct(facts["member_acc"][0]),
+                                 f"{seconds['single']:.1f} s"],
+                                ["compact.q8 (MobileNet, int8)", f"{compact['params']:,}", f"{compact['int8_bytes']:,}",
+                                 pct(compact["int8_val_acc_tta"]), f"{seconds['compact']:.1f} s"]]),
+        "matched_sentence": matched_sentence(sweep),
+        "layer_table": table(["layer", "type", "output shape", "parameters"], layer_table(model)),
+    }
+
+
+def render(results: Path, model_path: Path, name: str = BLANK, student_id: str = BLANK) -> str:
+    """report.md's text: template.md filled from results/ (and the model file's layers), nothing else."""
+    return TEMPLATE.read_text().format_map(report_values(results, model_path, name, student_id))
+
+
+def build(results: Path, data: Path, out: Path, best_model: Path, name: str = BLANK, student_id: str = BLANK) -> Path:
+    """Every figure, then report.md (+ report.pdf), in out."""
+    out.mkdir(parents=True, exist_ok=True)
+    make_figures(results, data, out, best_model)
+    with atomic_write(out / "report.md", "w") as f:
+        f.write(render(results, best_model, name, student_id))
+    markdown_to_pdf(out / "report.md", out / "report.pdf")
+    return out / "report.md"
 
 
 def main() -> None:
@@ -725,6 +739,8 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=HERE / "results", help="the logged results to build from")
     p.add_argument("--out", type=Path, default=HERE, help="where report.md, report.pdf and the figures go")
     p.add_argument("--model", type=Path, default=RELEASED[0], help="the model of the layer table and the maps")
+    p.add_argument("--name", default=BLANK, help="the student's name, for the header")
+    p.add_argument("--student-id", default=BLANK, help="the student ID, for the header")
     p.add_argument("--collect", action="store_true", help="first summarise runs/ into --results")
     p.add_argument("--rerun", action="store_true", help="first train the runs that runs/ lacks, then collect")
     args = p.parse_args()
@@ -737,7 +753,8 @@ def main() -> None:
                 experiments.run(name, str(args.data))
     if args.rerun or args.collect:
         collect(args.data, args.results)
-    path = build(args.results, args.data, args.out, args.model)
+        collect_facts(args.data, args.results, args.model)
+    path = build(args.results, args.data, args.out, args.model, args.name, args.student_id)
     print(f"wrote {path}, {path.with_suffix('.pdf')} and {len(FIGURES)} figures in {time.time() - start:.0f}s")
 
 

@@ -19,6 +19,8 @@ from model import atomic_write
 
 WIDTH, HEIGHT, MARGIN = 8.27, 11.69, 0.7  # A4 portrait, inches
 TEXT_WIDTH = WIDTH - 2 * MARGIN
+BODY = 9.0  # points
+MIN_SCALE = 0.7  # a figure may shrink this far to stay on a page whose remaining space is too short for it
 
 
 def plain(text: str) -> str:
@@ -50,9 +52,13 @@ class Page:
         self.fig.text((MARGIN + indent) / WIDTH, self.y / HEIGHT, text, fontsize=size, va="top", **style)
         self.y -= height
 
-    def paragraph(self, text: str, size: float = 9.0, indent: float = 0.0, first: str = "", **style) -> None:
+    @staticmethod
+    def wrap(text: str, size: float, indent: float = 0.0) -> list[str]:
         chars = int((TEXT_WIDTH - indent) * 72 / (0.54 * size))  # ~0.54 em per character in a sans font
-        for i, row in enumerate(textwrap.wrap(plain(text), chars) or [""]):
+        return textwrap.wrap(plain(text), chars) or [""]
+
+    def paragraph(self, text: str, size: float = BODY, indent: float = 0.0, first: str = "", **style) -> None:
+        for i, row in enumerate(self.wrap(text, size, indent)):
             self.line((first if i == 0 else " " * len(first)) + row, size, indent, **style)
         self.y -= size * 0.5 / 72
 
@@ -65,16 +71,26 @@ class Page:
             self.line(text, size, family="monospace")
         self.y -= 0.08
 
-    def image(self, path: Path) -> None:
+    def image_size(self, path: Path) -> tuple[float, float]:
+        """(width, height) in inches at full size: the figures are saved at 110 dpi, at most the text's width."""
         img = plt.imread(path)
-        width = min(TEXT_WIDTH, img.shape[1] / 110)  # the figures are saved at 110 dpi
+        width = min(TEXT_WIDTH, img.shape[1] / 110)
         height = width * img.shape[0] / img.shape[1]
         if height > HEIGHT - 2 * MARGIN:
             width, height = width * (HEIGHT - 2 * MARGIN) / height, HEIGHT - 2 * MARGIN
-        self.make_room(height)
+        return width, height
+
+    def image(self, path: Path, keep_with: float = 0.0) -> None:
+        """The figure, with keep_with inches (its caption) on the same page; shrunk to at most MIN_SCALE of
+        its size rather than leave the rest of the page empty."""
+        width, height = self.image_size(path)
+        room = self.y - MARGIN - keep_with - 0.1
+        if height > room >= MIN_SCALE * height:
+            width, height = width * room / height, room
+        self.make_room(height + keep_with)
         ax = self.fig.add_axes(((WIDTH - width) / 2 / WIDTH, (self.y - height) / HEIGHT, width / WIDTH,
                                 height / HEIGHT))
-        ax.imshow(img)
+        ax.imshow(plt.imread(path))
         ax.axis("off")
         self.y -= height + 0.1
 
@@ -83,20 +99,39 @@ class Page:
         plt.close(self.fig)
 
 
+def height_of(block: str, page: Page, md_dir: Path) -> float:
+    """About how many inches a block takes (headings and paragraphs by their wrapped lines)."""
+    if image := re.fullmatch(r"!\[[^\]]*\]\(([^)]+)\)", block):
+        return page.image_size(md_dir / image.group(1))[1] + 0.1
+    size = 15 if block.startswith("# ") else 12 if block.startswith("## ") else BODY
+    lines = block.count("\n") + 1 if block.startswith(("|", "- ")) else len(page.wrap(block.replace("\n", " "), size))
+    return lines * size * 1.4 / 72 + size * 0.5 / 72
+
+
 def markdown_to_pdf(md_path: Path, pdf_path: Path) -> None:
-    """Write pdf_path (atomically) from md_path; images are looked up beside md_path."""
-    blocks = Path(md_path).read_text().split("\n\n")
+    """Write pdf_path (atomically) from md_path; images are looked up beside md_path. A heading stays on
+    the page of what follows it up to the first figure or table; a figure stays with its caption."""
+    md_dir = Path(md_path).parent
+    blocks = [b.strip("\n") for b in Path(md_path).read_text().split("\n\n")]
     with atomic_write(pdf_path) as f, PdfPages(f) as pdf:
         page = Page(pdf)
-        for block in blocks:
-            block = block.strip("\n")
+        for i, block in enumerate(blocks):
+            following = blocks[i + 1:]
             if block.startswith("## "):
-                page.make_room(0.9)  # keep a heading with what follows it
+                chain = []
+                for nxt in following[:3]:
+                    chain.append(nxt)
+                    if not re.match(r"[^#|!-]", nxt):  # a figure, table, list or heading ends the chain
+                        break
+                keep = sum(height_of(b, page, md_dir) for b in chain)
+                page.make_room(height_of(block, page, md_dir) + (keep if keep < HEIGHT / 2 else 0.9))
                 page.paragraph(block[3:], 12, weight="bold")
             elif block.startswith("# "):
+                page.make_room(1.5)
                 page.paragraph(block[2:], 15, weight="bold")
             elif image := re.fullmatch(r"!\[[^\]]*\]\(([^)]+)\)", block):
-                page.image(Path(md_path).parent / image.group(1))
+                caption = following[0] if following and following[0].startswith("*Figure") else ""
+                page.image(md_dir / image.group(1), height_of(caption, page, md_dir) if caption else 0.0)
             elif block.startswith("|"):
                 rows = [[plain(c.strip()) for c in r.strip("|").split("|")] for r in block.splitlines()]
                 page.table([r for i, r in enumerate(rows) if i != 1])  # row 1 is the |---| rule

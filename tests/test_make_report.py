@@ -36,7 +36,8 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
     labels = faces.labels[val_idx].numpy()
     results = tmp_path / "results"
     results.mkdir()
-    names = ["vgg_cpu_s0", "vgg_cpu_s1", "vgg16", "mlp_matched", "vgg16_no_normalize", "vgg16_no_augment", "compact"]
+    names = ["vgg_cpu_s0", "vgg_cpu_s1", "vgg16", "mlp_matched", "vgg16_no_normalize", "vgg16_no_augment", "compact",
+             "vgg16_seed1", "vgg16_seed2"]
     runs = {n: fake_run(1000 + i, 5, 0.5 + 0.03 * i, rng) for i, n in enumerate(names)}
     (results / "runs.json").write_text(json.dumps({"runs": runs}))
     (results / "ensembles.json").write_text(json.dumps({"base": "vgg16", "val_acc_tta": {"1": 0.6, "3": 0.62, "5": 0.63}}))
@@ -55,7 +56,15 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
              for arch in ("vgg", "mobilenet") for c in (8, 16, 24)]
     sweep.append({**sweep[-1], "name": "compact"})
     (results / "compact_sweep.json").write_text(json.dumps({"models": sweep}))
-    config = {"arch": "vgg", "channels": [4, 8, 8, 8], "hidden": 8}
+    facts = {"counts": np.bincount(faces.labels.numpy(), minlength=7).tolist(), "n_distinct": 270, "n_train": 252,
+             "val_with_copy": 3, "saliency_bands": {b: 0.3 for b in make_report.BANDS}, "ensemble_clean": 0.6,
+             "ensemble_copies": 0.9, "n_val_clean": 25, "member_acc": [0.58, 0.59], "test_rows": "50",
+             "predict_seconds": {"ensemble": 2.0, "single": 1.0, "compact": 0.5},
+             "mlp_trials": {"a": {"no_augment": True, "lr": 0.02, "epochs": 3, "val_acc": 0.4},
+                            "b": {"no_augment": False, "lr": 0.02, "epochs": 3, "val_acc": 0.3}}}
+    (results / "facts.json").write_text(json.dumps(facts))
+    config = {"arch": "vgg", "channels": [4, 8, 8, 8], "convs_per_stage": 2, "hidden": 8, "dropout": 0.4,
+              "stage_dropout": 0.1}
     model = tmp_path / "model.pt"
     atomic_save(make_checkpoint(build_model(config).eval(), config), model)
     return results, data, model
@@ -64,23 +73,38 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_the_builder_writes_every_figure_and_section(tmp_path: Path) -> None:
     results, data, model = synthetic_results(tmp_path)
     out = tmp_path / "report"
-    make_report.build(results, data, out, model)
+    make_report.build(results, data, out, model, name="Ada Lovelace", student_id="B12345678")
     for name in make_report.FIGURES:
         assert (out / name).stat().st_size > 1000, name
     text = (out / "report.md").read_text()
-    for section in range(1, 12):
+    assert "Name: Ada Lovelace · Student ID: B12345678" in text
+    for section in range(1, 11):
         assert f"## {section}. " in text
+    assert "## Appendix A." in text
+    captions = [int(line.split()[1].rstrip(".")) for line in text.splitlines() if line.startswith("*Figure ")]
+    assert captions == list(range(1, len(make_report.FIGURES) + 1))  # one numbered caption per figure
     for link in [line[line.index("(") + 1:-1] for line in text.splitlines() if line.startswith("![")]:
         assert (out / link).exists(), link
-    assert "Placeholder" not in text and "nan" not in text
+    assert "{" not in text and "nan" not in text
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
 
 
-def test_without_a_sweep_section_11_is_a_marked_placeholder(tmp_path: Path) -> None:
-    results, data, model = synthetic_results(tmp_path)
-    (results / "compact_sweep.json").write_text(json.dumps({"models": []}))
-    make_report.build(results, data, tmp_path / "report", model)
-    assert "Placeholder" in (tmp_path / "report" / "report.md").read_text()
+def test_the_committed_report_is_its_results_rendered_byte_for_byte() -> None:
+    """report.md is template.md filled from report/results/ and the released model: nothing typed in by hand."""
+    text = make_report.render(ROOT / "report" / "results", make_report.RELEASED[0])
+    assert text == (ROOT / "report" / "report.md").read_text()
+
+
+def test_the_same_budget_comparison_needs_overlapping_ranges() -> None:
+    def entry(arch: str, params: int, acc: float) -> dict:
+        return {"name": f"{arch}{params}", "arch": arch, "params": params, "val_acc_tta": acc}
+    apart = [entry("vgg", 100_000, 0.5), entry("mobilenet", 20_000, 0.4)]
+    assert "do not overlap" in make_report.matched_sentence(apart)
+    overlapping = [*apart, entry("vgg", 30_000, 0.45), entry("mobilenet", 120_000, 0.52)]
+    text = make_report.matched_sentence(overlapping)
+    assert "overlap between 30,000 and 100,000" in text
+    assert "vgg100000 (100,000 parameters, 50.00 %) against mobilenet120000" in text and "mobilenet120000 ahead" in text
+    assert "vgg30000 (30,000 parameters, 45.00 %) against mobilenet20000" in text
 
 
 def test_per_class_scores_on_a_known_case() -> None:
