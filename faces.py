@@ -34,6 +34,7 @@ DETECT_SIDE = 1280  # detection runs on pictures at most this long a side: big p
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 COLUMNS = ["source", "frame", "x", "y", "w", "h", "label", *(f"p_{name}" for name in CLASS_NAMES)]
+DETECTOR = dlib.get_frontal_face_detector()  # HOG + linear SVM, built into dlib: nothing to download
 
 
 class InputError(ValueError):
@@ -51,7 +52,7 @@ class Face:
 
 
 def sample_photo() -> Path:
-    import matplotlib.cbook
+    import matplotlib.cbook  # only here: the sample photo is the one use, and matplotlib takes a while to import
 
     return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
@@ -64,9 +65,6 @@ def detect(gray: np.ndarray, upsample: int, threshold: float = FRAMING["threshol
     boxes, scores, _ = DETECTOR.run(small, upsample, threshold)
     return [(b.left() / scale, b.top() / scale, (b.right() + 1) / scale, (b.bottom() + 1) / scale, s)
             for b, s in zip(boxes, scores, strict=True)]
-
-
-DETECTOR = dlib.get_frontal_face_detector()
 
 
 def fer_frame(box: tuple[float, ...], framing: dict = FRAMING) -> tuple[int, int, int]:
@@ -228,7 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "weights/compact.q8 is faster)")
     p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
     p.add_argument("--upsample", type=int, default=1, help="photos: dlib's upsampling; 1 finds faces down to "
-                   "about 40 pixels wide, each step costs about 4x the time")
+                   "about 40 pixels wide; each step doubles the picture's side, so about 4x the work")
     p.add_argument("--video-upsample", type=int, default=0, help="videos and cameras: the same, kept at 0 for "
                    "speed (faces of about 80 pixels and more)")
     p.add_argument("--max-frames", type=int, default=0, help="videos and cameras: stop after this many frames "
