@@ -378,6 +378,8 @@ def main(argv: list[str] | None = None) -> dict:
             fail(problem)
     resume = from_rank0(lambda: torch.load(resume_path, map_location="cpu", weights_only=True) if args.resume
                         else None)
+    if resume is not None and resume.get("world_size", 1) != world:  # its schedule counted that many shards
+        fail(f"--resume: {resume_path} was written by {resume.get('world_size', 1)} process(es), this run has {world}")
     if resume is not None:  # a resumed run keeps its own recipe; only the hardware flags are taken anew
         kept = {k: v for k, v in resume["args"].items() if k not in ("device", "resume", "force")}
         args = argparse.Namespace(**{**vars(args), **kept})
@@ -499,7 +501,8 @@ def main(argv: list[str] | None = None) -> dict:
         # what a killed run resumes from, and the history so far
         if rank == 0:
             atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "state": state, "args": vars(args)}, resume_path)
+                         "scheduler": scheduler.state_dict(), "state": state, "args": vars(args),
+                         "world_size": world}, resume_path)
             write_json({**run_info, **state, "finished": False}, history_path)
         if state["bad_epochs"] >= args.patience:
             say(f"early stop: no better val accuracy for {args.patience} epochs", flush=True)

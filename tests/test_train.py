@@ -220,6 +220,9 @@ def test_two_processes_train_one_model_and_a_killed_run_resumes(tmp_path: Path) 
     killed = torchrun(csv, tmp_path / "k.pt", code=KILL_RANK0_IN_EPOCH_3)
     assert killed.returncode != 0 and (tmp_path / "k.resume.pt").exists()
     assert len(json.loads((tmp_path / "k.json").read_text())["history"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # one process cannot continue a two-process schedule
+        run(csv, tmp_path / "k.pt", "--resume")
+    assert exit_info.value.code == 2
     resumed = torchrun(csv, tmp_path / "k.pt", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout and not (tmp_path / "k.resume.pt").exists()
