@@ -49,6 +49,9 @@ EXPERIMENTS = {
     "vgg12": [*VGG, "--channels", widths(12)],
     "mobilenet24": [*MOBILENET, "--channels", widths(24)],
     "mlp_matched": ["--arch", "mlp", "--mlp-depth", "2", "--hidden", matched_mlp_hidden()],
+    # the same MLP on its own recipe, train.py's mlp preset's: no augmentation, more dropout, a lower rate
+    "mlp_matched_own_recipe": ["--arch", "mlp", "--mlp-depth", "2", "--hidden", matched_mlp_hidden(), "--no-augment",
+                               "--dropout", "0.5", "--lr", "0.02", "--batch-size", "256"],
     "vgg16_no_augment": [*VGG, "--channels", widths(16), "--no-augment"],
     "vgg16_no_normalize": [*VGG, "--channels", widths(16), "--no-normalize"],
     "vgg16_class_weighted": [*VGG, "--channels", widths(16), "--class-weighted"],

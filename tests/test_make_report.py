@@ -37,7 +37,7 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
     results = tmp_path / "results"
     results.mkdir()
     names = ["vgg_cpu_s0", "vgg_cpu_s1", "vgg16", "mlp_matched", "vgg16_no_normalize", "vgg16_no_augment", "compact",
-             "vgg16_seed1", "vgg16_seed2"]
+             "vgg16_seed1", "vgg16_seed2", "mlp_matched_own_recipe"]
     runs = {n: fake_run(1000 + i, 5, 0.5 + 0.03 * i, rng) for i, n in enumerate(names)}
     (results / "runs.json").write_text(json.dumps({"runs": runs}))
     (results / "ensembles.json").write_text(json.dumps({"base": "vgg16", "val_acc_tta": {"1": 0.6, "3": 0.62, "5": 0.63}}))
