@@ -63,10 +63,14 @@ class Page:
         self.y -= size * 0.5 / 72
 
     def table(self, rows: list[list[str]]) -> None:
+        """A monospace table, on one page where it fits on one."""
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         size = min(8.0, TEXT_WIDTH * 72 / (0.6 * max(map(len, lines))))  # monospace: 0.6 em per character
+        height = len(lines) * size * 1.4 / 72
+        if height <= HEIGHT - 2 * MARGIN:
+            self.make_room(height)
         for text in lines:
             self.line(text, size, family="monospace")
         self.y -= 0.08
@@ -117,18 +121,17 @@ def markdown_to_pdf(md_path: Path, pdf_path: Path) -> None:
         page = Page(pdf)
         for i, block in enumerate(blocks):
             following = blocks[i + 1:]
-            if block.startswith("## "):
+            if block.startswith("#"):
                 chain = []
-                for nxt in following[:3]:
+                for nxt in following[:4]:
                     chain.append(nxt)
-                    if not re.match(r"[^#|!-]", nxt):  # a figure, table, list or heading ends the chain
+                    if re.match(r"[|!-]", nxt):  # a figure, table or list ends the chain; text and headings go on
                         break
                 keep = sum(height_of(b, page, md_dir) for b in chain)
-                page.make_room(height_of(block, page, md_dir) + (keep if keep < HEIGHT / 2 else 0.9))
-                page.paragraph(block[3:], 12, weight="bold")
-            elif block.startswith("# "):
-                page.make_room(1.5)
-                page.paragraph(block[2:], 15, weight="bold")
+                heading = height_of(block, page, md_dir)
+                page.make_room(heading + (keep if heading + keep <= HEIGHT - 2 * MARGIN else 0.9))
+                level = len(block) - len(block.lstrip("#"))
+                page.paragraph(block[level + 1:], 15 if level == 1 else 12, weight="bold")
             elif image := re.fullmatch(r"!\[[^\]]*\]\(([^)]+)\)", block):
                 caption = following[0] if following and following[0].startswith("*Figure") else ""
                 page.image(md_dir / image.group(1), height_of(caption, page, md_dir) if caption else 0.0)

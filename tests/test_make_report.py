@@ -38,6 +38,7 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
     results.mkdir()
     names = ["vgg_cpu_s0", "vgg_cpu_s1", "vgg16", "mlp_matched", "vgg16_no_normalize", "vgg16_no_augment", "compact",
              "vgg16_seed1", "vgg16_seed2", "mlp_matched_own_recipe"]
+    names += [f"{arch}{c}" for arch in ("vgg", "mobilenet") for c in (8, 16, 24) if f"{arch}{c}" not in names]  # the sweep's
     runs = {n: fake_run(1000 + i, 5, 0.5 + 0.03 * i, rng) for i, n in enumerate(names)}
     (results / "runs.json").write_text(json.dumps({"runs": runs}))
     (results / "ensembles.json").write_text(json.dumps({"base": "vgg16", "val_acc_tta": {"1": 0.6, "3": 0.62, "5": 0.63}}))
@@ -105,6 +106,7 @@ def test_the_same_budget_comparison_needs_overlapping_ranges() -> None:
     assert "overlap between 30,000 and 100,000" in text
     assert "vgg100000 (100,000 parameters, 50.00 %) against mobilenet120000" in text and "mobilenet120000 ahead" in text
     assert "vgg30000 (30,000 parameters, 45.00 %) against mobilenet20000" in text
+    assert "ahead in 1 of the 2 pairs" in text
 
 
 def test_per_class_scores_on_a_known_case() -> None:
