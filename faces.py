@@ -264,13 +264,13 @@ def main(argv: list[str] | None = None) -> list[list]:
     # everything goes to a temporary folder inside out, and moves into out once all inputs are done
     staging = Path(tempfile.mkdtemp(prefix=".faces-", dir=out))
     try:
-        table, taken, names = [], set(), []
+        table, taken, copies = [], set(), []  # the rows, and the annotated copies' names in out
         for source in tqdm(sources, desc="inputs", unit="file", disable=None if len(sources) > 1 else True):
-            names.append(output_name(source, taken))
-            table += process(source, staging / names[-1], models, args)
+            copies.append(output_name(source, taken))
+            table += process(source, staging / copies[-1], models, args)
         with open(staging / "faces.csv", "w", newline="") as f:
             csv.writer(f).writerows([COLUMNS, *table])
-        for name in [*names, "faces.csv"]:
+        for name in [*copies, "faces.csv"]:
             (staging / name).replace(out / name)
     except InputError as e:
         shutil.rmtree(staging, ignore_errors=True)
@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> list[list]:
         fail(str(e))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"faces: {len(table)} in {len(sources)} input(s); wrote {out / 'faces.csv'} and {len(names)} annotated "
-          f"cop{'y' if len(names) == 1 else 'ies'}")
+    print(f"faces: {len(table)} in {len(sources)} input(s); wrote {out / 'faces.csv'} and {len(copies)} annotated "
+          f"cop{'y' if len(copies) == 1 else 'ies'}")
     return table
 
 
