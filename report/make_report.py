@@ -40,7 +40,7 @@ from quantize import quantize  # noqa: E402
 
 import faces  # noqa: E402
 from dataset import CLASS_NAMES, Faces, duplicate_groups, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, count_parameters, load_checkpoint, load_model  # noqa: E402
+from model import atomic_write, count_parameters, load_model  # noqa: E402
 from predict import RELEASED_ENSEMBLE, predict_proba  # noqa: E402
 
 HERE = ROOT / "report"
@@ -390,29 +390,39 @@ def plot_confusion_examples(images: np.ndarray, rows: np.ndarray, y: np.ndarray,
     face_grid(picked, titles, per_pair, path, "Commonest confusions (true → predicted)", colors)
 
 
-def make_figures(results: Path, data: Path, out: Path, best_model: Path) -> None:
-    """Every PNG of FIGURES in out, from results/, the faces of the data file and the model's maps."""
-    runs = json.loads((results / "runs.json").read_text())["runs"]
-    ensembles = json.loads((results / "ensembles.json").read_text())
+def read_results(results: Path) -> dict:
+    """Every file of results/ that collect() and collect_facts() write; the held-out predictions of the
+    released ensemble as arrays: rows (of the data file), y (labels) and predicted (arg-max)."""
     with open(results / "heldout_best.csv") as f:
         held = list(csv.DictReader(f))
+    return {"runs": json.loads((results / "runs.json").read_text())["runs"],
+            "ensembles": json.loads((results / "ensembles.json").read_text()),
+            "imbalance": json.loads((results / "imbalance.json").read_text()),
+            "sweep": json.loads((results / "compact_sweep.json").read_text())["models"],
+            "facts": json.loads((results / "facts.json").read_text()),
+            "rows": np.array([int(r["row"]) for r in held]), "y": np.array([int(r["label"]) for r in held]),
+            "predicted": np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in held]).argmax(1)}
+
+
+def make_figures(results: Path, data: Path, out: Path, best_model: Path) -> None:
+    """Every PNG of FIGURES in out, from results/, the faces of the data file and the model's maps."""
+    r = read_results(results)
+    runs, rows, y, predicted = r["runs"], r["rows"], r["y"], r["predicted"]
     faces = read_faces(data, require_labels=True)
     images, labels = faces.images[:, 0].numpy(), faces.labels.numpy()
-    rows = np.array([int(r["row"]) for r in held])
-    y = np.array([int(r["label"]) for r in held])
-    predicted = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in held]).argmax(1)
     plot_class_counts(labels, out / "class_counts.png")
     plot_samples(images, labels, out / "samples.png")
     plot_curves({n: runs[n] for n in BEST}, out / "curves_best.png", "The released models (cpu preset), both seeds")
     plot_curves({n: runs[n] for n in (experiments.BASE, "mlp_matched", "mlp_matched_own_recipe")},
                 out / "cnn_vs_mlp.png", "CNN against an MLP with the same number of parameters")
-    plot_tricks([(n, a) for n, a, _ in trick_rows(runs, ensembles)], 2 * seed_spread(runs)[1], out / "tricks.png")
+    plot_tricks([(n, a) for n, a, _ in trick_rows(runs, r["ensembles"])], 2 * seed_spread(runs)[1],
+                out / "tricks.png")
     cm = confusion_matrix(y, predicted)
     plot_confusion(cm, out / "confusion.png")
     plot_confusion_examples(images, rows, y, predicted, top_confusions(cm), out / "confusions_examples.png")
     plot_per_class(per_class_scores(y, predicted), out / "per_class.png")
     plot_maps(load_model(best_model)[0], images[rows], y, out / "activations.png", out / "saliency.png")
-    plot_compact(json.loads((results / "compact_sweep.json").read_text())["models"], out / "compact.png")
+    plot_compact(r["sweep"], out / "compact.png")
 
 
 def plot_compact(sweep: list[dict], path: Path) -> None:
@@ -614,19 +624,13 @@ def saliency_sentence(bands: dict[str, float]) -> str:
 
 def report_values(results: Path, model_path: Path, name: str, student_id: str) -> dict[str, str]:
     """Every placeholder of template.md, from results/ and the model file (its layers) alone."""
-    runs = json.loads((results / "runs.json").read_text())["runs"]
-    ensembles = json.loads((results / "ensembles.json").read_text())
-    imbalance = json.loads((results / "imbalance.json").read_text())
-    sweep = json.loads((results / "compact_sweep.json").read_text())["models"]
-    facts = json.loads((results / "facts.json").read_text())
-    with open(results / "heldout_best.csv") as f:
-        held = list(csv.DictReader(f))
-    y = np.array([int(r["label"]) for r in held])
-    predicted = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in held]).argmax(1)
+    r = read_results(results)
+    runs, ensembles, imbalance, sweep, facts = r["runs"], r["ensembles"], r["imbalance"], r["sweep"], r["facts"]
+    y, predicted = r["y"], r["predicted"]
     scores = per_class_scores(y, predicted)
     counts = np.array(facts["counts"])
-    model, _ = load_model(model_path)
-    config = load_checkpoint(model_path)["config"]
+    model, checkpoint = load_model(model_path)
+    config = checkpoint["config"]
     s0, s1 = runs["vgg_cpu_s0"], runs["vgg_cpu_s1"]
     base, mlp, mlp_own = runs[experiments.BASE], runs["mlp_matched"], runs["mlp_matched_own_recipe"]
     seed_accs, seed_std = seed_spread(runs)
@@ -639,7 +643,7 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
     seconds = facts["predict_seconds"]
     return {
         "name": name, "student_id": student_id,
-        "val_share": f"{100 * SPLIT['val_fraction']:.0f} %", "n_val": f"{len(held):,}", "split_seed": SPLIT["seed"],
+        "val_share": f"{100 * SPLIT['val_fraction']:.0f} %", "n_val": f"{len(y):,}", "split_seed": SPLIT["seed"],
         "released_epochs": s0["epochs_run"], "released_minutes": f"{minutes(s0)} and {minutes(s1)}",
         "short_schedule": " ".join(experiments.SHORT),
         "n_faces": f"{counts.sum():,}", "n_distinct": f"{facts['n_distinct']:,}",
@@ -656,6 +660,7 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
         "channels": "-".join(map(str, config["channels"])), "hidden": config["hidden"],
         "params": f"{count_parameters(model):,}",
         "resolutions": " → ".join(str(48 >> i) for i in range(len(config["channels"]) + 1)),
+        "last_grid": 48 >> (len(config["channels"]) - 1),  # the last stage's convolutions, before its pooling
         "stage_dropout": config["stage_dropout"], "dropout": config["dropout"], "n_train": f"{facts['n_train']:,}",
         "hparams_table": table(["setting", "value"], [[k, f"`{s0['args'][k]}`"] for k in
                                ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup",
@@ -685,6 +690,9 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
                                 for n, r in ((f"{experiments.BASE} (CNN)", base),
                                              ("2-layer MLP, the CNN's recipe", mlp),
                                              ("2-layer MLP, its own recipe", mlp_own))]),
+        "mlp_own_dropout": mlp_own["args"]["dropout"], "mlp_own_lr": mlp_own["args"]["lr"],
+        "mlp_own_batch": mlp_own["args"]["batch_size"], "n_mlp_trials": len(trials),
+        "mlp_trial_epochs": " and ".join(sorted({str(t["epochs"]) for t in trials.values()})),
         "mlp_recipe_gain": f"{100 * (mlp_own['val_acc_tta'] - mlp['val_acc_tta']):.1f}",
         "cnn_mlp_own_gap": f"{100 * (base['val_acc_tta'] - mlp_own['val_acc_tta']):.1f}",
         "param_gap": f"{abs(base['params'] - mlp['params']) / base['params']:.2%}",

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
+from PIL import Image
 
 from model import atomic_write
 
@@ -77,9 +78,10 @@ class Page:
 
     def image_size(self, path: Path) -> tuple[float, float]:
         """(width, height) in inches at full size: the figures are saved at 110 dpi, at most the text's width."""
-        img = plt.imread(path)
-        width = min(TEXT_WIDTH, img.shape[1] / 110)
-        height = width * img.shape[0] / img.shape[1]
+        with Image.open(path) as img:  # the header alone: layout asks for sizes before a figure is drawn
+            pixels_wide, pixels_high = img.size
+        width = min(TEXT_WIDTH, pixels_wide / 110)
+        height = width * pixels_high / pixels_wide
         if height > HEIGHT - 2 * MARGIN:
             width, height = width * (HEIGHT - 2 * MARGIN) / height, HEIGHT - 2 * MARGIN
         return width, height

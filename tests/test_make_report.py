@@ -21,7 +21,7 @@ def fake_run(params: int, epochs: int, peak: float, rng: np.random.Generator) ->
                 "val_acc": peak * e / epochs - rng.uniform(0, 0.02), "lr": 0.01, "seconds": 1.0}
                for e in range(1, epochs + 1)]
     best = max(history, key=lambda h: h["val_acc"])
-    return {"params": params, "device": "cpu", "bf16": True, "git_commit": "abc", "args": {"epochs": epochs, "lr": 0.05},
+    return {"params": params, "device": "cpu", "bf16": True, "git_commit": "abc", "args": {"epochs": epochs, "lr": 0.05, "dropout": 0.5, "batch_size": 256},
             "best_epoch": best["epoch"], "epochs_run": epochs, "val_acc": best["val_acc"],
             "val_acc_tta": best["val_acc"] + 0.005, "last_val_acc": history[-1]["val_acc"], "wall_seconds": 60.0 * epochs,
             "history": history}
