@@ -19,9 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faces
-from predict import RELEASED_ENSEMBLE, load_for_inference
-
-ROOT = Path(__file__).resolve().parent.parent
+from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, load_for_inference
 
 
 def webcam_frame() -> np.ndarray:
@@ -39,7 +37,7 @@ def main() -> None:
         "released ensemble, flip TTA, 1 thread": (RELEASED_ENSEMBLE, True, 1),
         "released ensemble, flip TTA, 2 threads": (RELEASED_ENSEMBLE, True, 2),
         "released ensemble, no TTA, 1 thread": (RELEASED_ENSEMBLE, False, 1),
-        "compact.q8, flip TTA, 1 thread": ([str(ROOT / "weights" / "compact.q8")], True, 1),
+        "compact.q8, flip TTA, 1 thread": ([RELEASED_COMPACT], True, 1),
     }
     models = {name: [load_for_inference(m) for m in paths] for name, (paths, _, _) in settings.items()}
     times = {name: [] for name in settings}

@@ -4,8 +4,11 @@
 
 Each run is `python train.py <train.csv> --out runs/report/<name>.pt` plus the flags below; runs whose
 history (runs/report/<name>.json) is already finished are skipped, so the queue can be restarted.
-All share one short schedule (SHORT) so that they compare with each other; it is much shorter than
-the released models' 40 epochs, to fit the 2-core CPU machine, and the report says so.
+Two schedules, to fit the 2-core CPU machine: the sweep and the first ablations share a short one
+(SHORT) on the row split of the released models; the ablations that short runs cannot judge
+(augmentation, early stopping, ensembles) run again on a longer one (LONG), three seeds per arm, on
+the duplicate-free split. Two queues can share the machine: `OMP_NUM_THREADS=1 ... --only A B` and
+`... --only C D`.
 """
 
 import argparse
@@ -22,10 +25,15 @@ from model import build_model, count_parameters, matched_mlp_config  # noqa: E40
 RUNS = ROOT / "runs" / "report"
 # the schedule and split every report run shares: the row-stratified split of the runs already logged
 SHORT = ["--preset", "cpu", "--epochs", "10", "--split-method", "stratified"]
+# the longer ablations: 2.4 times the short schedule, on the split that keeps copies of a face together;
+# no early stop, so that the last epoch is there to compare with the best (what early stopping keeps)
+LONG = ["--preset", "cpu", "--epochs", "24", "--split-method", "grouped", "--patience", "99"]
 VGG = ["--arch", "vgg", "--convs-per-stage", "2", "--hidden", "128"]
 MOBILENET = ["--arch", "mobilenet", "--convs-per-stage", "2", "--dropout", "0.2"]
 BASE = "vgg16"  # the reference run of the ablations: one sweep width, so no run is done twice
 SEEDS = [BASE, *(f"{BASE}_seed{s}" for s in (1, 2, 3, 4))]  # the base recipe's seeds: its spread, its ensembles
+LONG_SEEDS = (0, 1, 2)  # per arm of the longer ablations: enough for a spread and an ensemble of three
+LONG_ARMS = {"long": [], "long_no_augment": ["--no-augment"]}  # arm -> flags; runs are <arm>_s<seed>
 
 
 def widths(c: int) -> str:
@@ -61,6 +69,10 @@ EXPERIMENTS = {
     "vgg6": [*VGG, "--channels", widths(6)],
     "mobilenet32": [*MOBILENET, "--channels", widths(32)],
 }
+# the longer ablations, queued last: the base network, each arm at each seed, on the LONG schedule
+LONG_RUNS = {f"{arm}_s{s}": [*VGG, "--channels", widths(16), *flags, "--seed", str(s)]
+             for arm, flags in LONG_ARMS.items() for s in LONG_SEEDS}
+EXPERIMENTS |= LONG_RUNS
 
 
 def finished(name: str, runs: Path = RUNS) -> bool:
@@ -72,7 +84,8 @@ def finished(name: str, runs: Path = RUNS) -> bool:
 def run(name: str, train_csv: str) -> None:
     out = RUNS / f"{name}.pt"
     resume = ["--resume"] if out.with_suffix(".resume.pt").exists() else ["--force"]
-    cmd = [sys.executable, str(ROOT / "train.py"), train_csv, *SHORT, *EXPERIMENTS[name], "--out", str(out), *resume]
+    schedule = LONG if name in LONG_RUNS else SHORT
+    cmd = [sys.executable, str(ROOT / "train.py"), train_csv, *schedule, *EXPERIMENTS[name], "--out", str(out), *resume]
     RUNS.mkdir(parents=True, exist_ok=True)
     with open(RUNS / f"{name}.log", "a") as log:
         log.write("$ " + " ".join(cmd) + "\n")
