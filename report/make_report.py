@@ -41,7 +41,7 @@ from quantize import quantize  # noqa: E402
 import faces  # noqa: E402
 from dataset import CLASS_NAMES, Faces, duplicate_groups, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, count_parameters, load_model  # noqa: E402
-from predict import RELEASED_ENSEMBLE, predict_proba  # noqa: E402
+from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, predict_proba  # noqa: E402
 
 HERE = ROOT / "report"
 DATA = ROOT.parent / "shared" / "fer2013" / "train.csv.gz"
@@ -89,22 +89,25 @@ def summarize_history(history_path: Path) -> dict:
     h = json.loads(history_path.read_text())
     epochs = h["history"]
     return {"params": h["params"], "device": h["device"], "bf16": h["bf16"], "git_commit": h["git_commit"],
+            "split": h["split"]["method"],
             "args": {k: v for k, v in h["args"].items() if k not in ("train_csv", "out", "resume", "force")},
             "best_epoch": h["best_epoch"], "epochs_run": h["epoch"], "val_acc": h["best_val_acc"],
             "val_acc_tta": h.get("best_val_acc_tta"), "last_val_acc": epochs[-1]["val_acc"],
             "wall_seconds": h.get("wall_seconds"), "history": epochs}
 
 
-SPLIT = {"method": "stratified", "val_fraction": 0.1, "seed": 0}  # the held-out split every run here shares
+SPLIT = {"method": "stratified", "val_fraction": 0.1, "seed": 0}  # the row split of the released and short runs
 
 
 class HeldOut:
-    """The held-out faces of SPLIT, and each model's flip-TTA probabilities on them (fp32, as predict.py
-    computes them), scored once however many tables use the model."""
+    """The held-out faces of a split, which of them have a copy in its training part, and each model's
+    flip-TTA probabilities on them (fp32, as predict.py computes them), scored once however many tables
+    use the model."""
 
-    def __init__(self, faces: Faces):
-        train_idx, self.rows = recorded_split(faces, SPLIT)
+    def __init__(self, faces: Faces, groups: np.ndarray, split: dict = SPLIT):
+        train_idx, self.rows = recorded_split(faces, split)
         self.images, self.labels = faces.images[self.rows], faces.labels[self.rows].numpy()
+        self.clean = ~np.isin(groups[self.rows], groups[train_idx])  # no copy of the face in the training part
         self.prior = np.bincount(faces.labels[train_idx].numpy(), minlength=K) / len(train_idx)
         self.scored: dict[Path, np.ndarray] = {}
 
@@ -115,20 +118,27 @@ class HeldOut:
                 self.scored[p] = predict_proba(load_model(p)[0], self.images).numpy()
         return np.mean([self.scored[p] for p in paths], axis=0)
 
-    def accuracy(self, *paths: Path) -> float:
-        return float((self.probs(*paths).argmax(1) == self.labels).mean())
+    def right(self, *paths: Path) -> np.ndarray:
+        """Per held-out face, whether the models' (mean) arg-max is its label."""
+        return self.probs(*paths).argmax(1) == self.labels
+
+    def accuracy(self, *paths: Path, clean: bool = False) -> float:
+        """Accuracy on every held-out face, or (clean) on those without a copy in the training part."""
+        right = self.right(*paths)
+        return float(right[self.clean].mean() if clean else right.mean())
 
 
 def compact_sweep_entry(name: str, checkpoint: Path, held: HeldOut, tmp: Path) -> dict:
     """Size and held-out accuracy of one model, fp32 and as the int8 file tools/quantize.py writes."""
     model, ckpt = load_model(checkpoint)
     int8_bytes = quantize(str(checkpoint), str(tmp), max_bytes=10**9)
-    int8_acc = held.accuracy(tmp)
+    int8_acc, int8_clean = held.accuracy(tmp), held.accuracy(tmp, clean=True)
     held.scored.pop(tmp)  # the next model's int8 file reuses the name
     tmp.unlink()
     return {"name": name, "arch": ckpt["config"]["arch"], "channels": ckpt["config"]["channels"],
             "params": count_parameters(model), "checkpoint_bytes": checkpoint.stat().st_size,
             "int8_bytes": int8_bytes, "val_acc_tta": held.accuracy(checkpoint), "int8_val_acc_tta": int8_acc,
+            "val_acc_tta_clean": held.accuracy(checkpoint, clean=True), "int8_val_acc_tta_clean": int8_clean,
             "schedule": COMPACT_SCHEDULE if name == "compact" else " ".join(experiments.SHORT)}
 
 
@@ -162,37 +172,36 @@ def missing(paths: list[Path], what: Path) -> bool:
 
 
 def collect(train_csv: str | Path, results: Path) -> None:
-    """Summaries of every logged run, held-out probabilities of the best model, ensembles, the imbalance
+    """Summaries of every logged run, held-out probabilities of the released ensemble and its scores on the
+    whole row split and its duplicate-free part, ensembles, the longer ablations' ensembles, the imbalance
     comparison and the compact sweep, as small files under results/. A file whose checkpoints are gone is
-    kept as it is; a sweep entry likewise."""
+    kept as it is; a sweep entry or a decision row likewise."""
     results.mkdir(parents=True, exist_ok=True)
     collect_runs(results)
-    held = HeldOut(read_faces(train_csv, require_labels=True))
+    faces = read_faces(train_csv, require_labels=True)
+    groups = duplicate_groups(faces.images)
+    held = HeldOut(faces, groups)
     best = held.probs(*RELEASED)
     with atomic_write(results / "heldout_best.csv", "w") as f:
         w = csv.writer(f)
-        w.writerow(["row", "label", *[f"p_{c}" for c in CLASS_NAMES]])
-        w.writerows([r, y, *np.round(p, 5)] for r, y, p in zip(held.rows.tolist(), held.labels.tolist(), best,
-                                                                  strict=True))
+        w.writerow(["row", "label", "copy_in_train", *[f"p_{c}" for c in CLASS_NAMES]])
+        w.writerows([r, y, int(not c), *np.round(p, 5)]
+                    for r, y, c, p in zip(held.rows.tolist(), held.labels.tolist(), held.clean, best, strict=True))
+
+    right = held.right(*RELEASED)
+    write_json({"n_val": len(held.rows), "n_val_clean": int(held.clean.sum()),
+                "ensemble": {"all": float(right.mean()), "clean": float(right[held.clean].mean()),
+                             "copies": float(right[~held.clean].mean())},
+                "models": {p.name: {"all": held.accuracy(p), "clean": held.accuracy(p, clean=True)}
+                           for p in [*RELEASED, Path(RELEASED_COMPACT)]}}, results / "released.json")
 
     seed_runs = [experiments.RUNS / f"{n}.pt" for n in experiments.SEEDS if experiments.finished(n)]
     if not missing(seed_runs, results / "ensembles.json"):
         ensembles = {str(k): held.accuracy(*seed_runs[:k]) for k in (1, 3, 5) if len(seed_runs) >= k}
         write_json({"base": experiments.BASE, "val_acc_tta": ensembles}, results / "ensembles.json")
+    collect_long(faces, groups, results / "long.json")
 
-    compared = {experiments.BASE: experiments.BASE,
-                f"{experiments.BASE}_class_weighted": f"{experiments.BASE}, class-weighted loss"}
-    if not missing([experiments.RUNS / f"{run}.pt" for run in compared], results / "imbalance.json"):
-        imbalance = {"prior": held.prior.tolist(), "rows": []}
-        candidates = {"released ensemble": best,
-                      **{label: held.probs(experiments.RUNS / f"{run}.pt") for run, label in compared.items()}}
-        for name, probs in candidates.items():
-            imbalance["rows"].append({"model": name, "decision": "arg-max",
-                                      **per_class_scores(held.labels, probs.argmax(1))})
-            if "class-weighted" not in name:
-                imbalance["rows"].append({"model": name, "decision": "logit-adjusted (tau = 1)",
-                                          **per_class_scores(held.labels, logit_adjusted(probs, held.prior))})
-        write_json(imbalance, results / "imbalance.json")
+    write_json(imbalance_rows(held, best, results / "imbalance.json"), results / "imbalance.json")
 
     recorded_sweep = results / "compact_sweep.json"
     recorded = ({m["name"]: m for m in json.loads(recorded_sweep.read_text())["models"]}
@@ -209,6 +218,49 @@ def collect(train_csv: str | Path, results: Path) -> None:
             print(f"kept the sweep's {name}: {checkpoint} missing")
             sweep.append(recorded[name])
     write_json({"split": SPLIT, "models": sweep}, recorded_sweep)
+
+
+def decision_rows(model: str, labels: np.ndarray, probs: np.ndarray, prior: np.ndarray, faces: str) -> list[dict]:
+    """Scores of the arg-max and (but for a class-weighted model) the logit-adjusted decision."""
+    rows = [{"model": model, "decision": "arg-max", "faces": faces, **per_class_scores(labels, probs.argmax(1))}]
+    if "class-weighted" not in model:
+        rows.append({"model": model, "decision": "logit-adjusted (tau = 1)", "faces": faces,
+                     **per_class_scores(labels, logit_adjusted(probs, prior))})
+    return rows
+
+
+def imbalance_rows(held: HeldOut, best: np.ndarray, recorded: Path) -> dict:
+    """The decision rules for the released ensemble and the base short run with and without a class-weighted
+    loss, on the duplicate-free part; a short run whose checkpoint is gone keeps its recorded rows."""
+    kept = json.loads(recorded.read_text())["rows"] if recorded.exists() else []
+    rows = decision_rows("released ensemble", held.labels[held.clean], best[held.clean], held.prior,
+                         "duplicate-free part")
+    for run, label in ((experiments.BASE, experiments.BASE),
+                       (f"{experiments.BASE}_class_weighted", f"{experiments.BASE}, class-weighted loss")):
+        checkpoint = experiments.RUNS / f"{run}.pt"
+        if checkpoint.exists():
+            probs = held.probs(checkpoint)[held.clean]
+            rows += decision_rows(label, held.labels[held.clean], probs, held.prior, "duplicate-free part")
+        else:
+            print(f"kept the decision rows of {label}: {checkpoint} missing")
+            rows += [{"faces": "whole split", **r} for r in kept if r["model"] == label]
+    return {"prior": held.prior.tolist(), "rows": rows}
+
+
+def collect_long(faces: Faces, groups: np.ndarray, path: Path) -> None:
+    """path: the longer ablations' ensembles, per arm the first 1, 2 and 3 seeds' mean probabilities, on the
+    split the runs record; kept as it is when a checkpoint is gone."""
+    arms = {arm: [f"{arm}_s{s}" for s in experiments.LONG_SEEDS if experiments.finished(f"{arm}_s{s}")]
+            for arm in experiments.LONG_ARMS}
+    names = [n for run_names in arms.values() for n in run_names]
+    if not names or missing([experiments.RUNS / f"{n}.pt" for n in names], path):
+        return
+    split = json.loads((experiments.RUNS / f"{names[0]}.json").read_text())["split"]
+    held = HeldOut(faces, groups, split)
+    ensembles = {arm: {str(k): held.accuracy(*[experiments.RUNS / f"{n}.pt" for n in names[:k]])
+                       for k in range(1, len(names) + 1)} for arm, names in arms.items()}
+    write_json({"split": split, "n_val": len(held.rows), "n_val_with_copy": int((~held.clean).sum()),
+                "runs": arms, "val_acc_tta": ensembles}, path)
 
 
 def write_json(obj: object, path: Path) -> None:
@@ -278,18 +330,34 @@ def plot_curves(runs: dict[str, dict], path: Path, title: str) -> None:
     save(fig, path)
 
 
-def plot_tricks(rows: list[tuple[str, float]], noise: float, path: Path) -> None:
-    """One bar per setting; the band is the reference (first row) +- noise."""
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1))
-    names, accs = zip(*rows, strict=True)
-    ax.axvspan(100 * (accs[0] - noise), 100 * (accs[0] + noise), color="0.85", zorder=0,
-               label="reference ± 2 seed std")
-    ax.barh(names[::-1], [100 * a for a in accs[::-1]], color="tab:gray")
-    ax.legend(fontsize=7, loc="lower right")
-    for i, a in enumerate(accs[::-1]):
-        ax.annotate(f"{100 * a:.1f} %", (100 * a, i), va="center", ha="left", fontsize=8)
-    ax.set(title="Training tricks on and off", xlabel="held-out accuracy (%)",
-           xlim=(min(100 * a for a in accs) - 10, max(100 * a for a in accs) + 5))
+SPLIT_NAMES = {"stratified": "rows", "grouped": "groups"}  # how the runs table names each split method
+ARM_STYLE = {"long": ("tab:blue", "with augmentation"), "long_no_augment": ("tab:orange", "without augmentation")}
+
+
+def plot_long(runs: dict, arms: dict[str, dict], path: Path) -> None:
+    """The longer ablations: accuracy per epoch of every seed (training dashed), and each arm's kept models
+    (dots), their mean (bar) and their ensemble (star)."""
+    fig, (ax_curve, ax_end) = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=(3, 2))
+    for i, (arm, a) in enumerate(arms.items()):
+        color, label = ARM_STYLE[arm]
+        for k, name in enumerate(a["names"]):
+            epochs = runs[name]["history"]
+            ax_curve.plot([e["epoch"] for e in epochs], [100 * e["val_acc"] for e in epochs], "-", color=color,
+                          lw=1, label=f"{label}: held-out" if k == 0 else None)
+            ax_curve.plot([e["epoch"] for e in epochs], [100 * e["train_acc"] for e in epochs], "--", color=color,
+                          lw=1, label=f"{label}: training" if k == 0 else None)
+        ax_end.plot([100 * x for x in a["accs"]], [i] * len(a["accs"]), "o", color=color, mfc="none", mew=1.5,
+                    label="one seed" if i == 0 else None)
+        ax_end.plot([100 * a["mean"]] * 2, [i - 0.25, i + 0.25], "-", color=color, lw=2,
+                    label="mean of the seeds" if i == 0 else None)
+        if a["ensemble"] is not None:
+            ax_end.plot(100 * a["ensemble"], i, "*", color=color, markersize=13,
+                        label=f"ensemble of {len(a['names'])}" if i == 0 else None)
+    ax_curve.set(title="Accuracy per epoch, every seed (held-out: no TTA)", xlabel="epoch", ylabel="accuracy (%)")
+    ax_curve.legend(fontsize=7)
+    ax_end.set(title="Kept models, held-out with flip TTA", xlabel="held-out accuracy (%)", ylim=(-0.6, 1.6))
+    ax_end.set_yticks(range(len(arms)), [ARM_STYLE[arm][1] for arm in arms])
+    ax_end.legend(fontsize=7, loc="center left")
     save(fig, path)
 
 
@@ -392,7 +460,8 @@ def plot_confusion_examples(images: np.ndarray, rows: np.ndarray, y: np.ndarray,
 
 def read_results(results: Path) -> dict:
     """Every file of results/ that collect() and collect_facts() write; the held-out predictions of the
-    released ensemble as arrays: rows (of the data file), y (labels) and predicted (arg-max)."""
+    released ensemble as arrays: rows (of the data file), y (labels), predicted (arg-max) and clean (no
+    copy of the face in the training part)."""
     with open(results / "heldout_best.csv") as f:
         held = list(csv.DictReader(f))
     return {"runs": json.loads((results / "runs.json").read_text())["runs"],
@@ -400,7 +469,10 @@ def read_results(results: Path) -> dict:
             "imbalance": json.loads((results / "imbalance.json").read_text()),
             "sweep": json.loads((results / "compact_sweep.json").read_text())["models"],
             "facts": json.loads((results / "facts.json").read_text()),
+            "long": json.loads((results / "long.json").read_text()),
+            "released": json.loads((results / "released.json").read_text()),
             "rows": np.array([int(r["row"]) for r in held]), "y": np.array([int(r["label"]) for r in held]),
+            "clean": np.array([r["copy_in_train"] == "0" for r in held]),
             "predicted": np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in held]).argmax(1)}
 
 
@@ -415,13 +487,13 @@ def make_figures(results: Path, data: Path, out: Path, best_model: Path) -> None
     plot_curves({n: runs[n] for n in BEST}, out / "curves_best.png", "The released models (cpu preset), both seeds")
     plot_curves({n: runs[n] for n in (experiments.BASE, "mlp_matched", "mlp_matched_own_recipe")},
                 out / "cnn_vs_mlp.png", "CNN against an MLP with the same number of parameters")
-    plot_tricks([(n, a) for n, a, _ in trick_rows(runs, r["ensembles"])], 2 * seed_spread(runs)[1],
-                out / "tricks.png")
+    plot_long(runs, long_arms(runs, r["long"]), out / "tricks.png")
+    y, predicted = y[r["clean"]], predicted[r["clean"]]  # the faces a model cannot answer from memory
     cm = confusion_matrix(y, predicted)
     plot_confusion(cm, out / "confusion.png")
-    plot_confusion_examples(images, rows, y, predicted, top_confusions(cm), out / "confusions_examples.png")
+    plot_confusion_examples(images, rows[r["clean"]], y, predicted, top_confusions(cm), out / "confusions_examples.png")
     plot_per_class(per_class_scores(y, predicted), out / "per_class.png")
-    plot_maps(load_model(best_model)[0], images[rows], y, out / "activations.png", out / "saliency.png")
+    plot_maps(load_model(best_model)[0], images[rows], r["y"], out / "activations.png", out / "saliency.png")
     plot_compact(r["sweep"], out / "compact.png")
 
 
@@ -455,7 +527,6 @@ def plot_compact(sweep: list[dict], path: Path) -> None:
 
 SPEED_LOGS = {"ensemble": ROOT / "runs" / "speed_cpu_ensemble.log", "single": ROOT / "runs" / "cpu" / "speed_s0.log",
               "compact": ROOT / "runs" / "compact80" / "speed.log"}  # bench/speed.py's logs
-HELDOUT_LOG = ROOT / "runs" / "heldout_cpu_ensemble.json"  # bench/heldout.py on the released pair, SPLIT
 MLP_TRIALS = ROOT / "runs" / "mlp_recipe"  # the MLP recipe's 15-epoch trials
 
 
@@ -466,7 +537,6 @@ def collect_facts(train_csv: str | Path, results: Path, model_path: Path) -> Non
     groups = duplicate_groups(faces.images)
     train_idx, val_idx = recorded_split(faces, SPLIT)
     model, _ = load_model(model_path)
-    heldout = json.loads(HELDOUT_LOG.read_text())
     speeds = {name: float(re.search(r"^predict .*median ([\d.]+) s", log.read_text(), re.MULTILINE).group(1))
               for name, log in SPEED_LOGS.items()}
     test_rows = re.search(r"^load test\.csv\.gz \(([\d,]+) rows\)", SPEED_LOGS["compact"].read_text(), re.MULTILINE)
@@ -477,11 +547,7 @@ def collect_facts(train_csv: str | Path, results: Path, model_path: Path) -> Non
                                 "epochs": h["epoch"], "val_acc": h["best_val_acc"]}
     write_json({"counts": np.bincount(faces.labels.numpy(), minlength=K).tolist(),
                 "n_distinct": int(groups.max() + 1), "n_train": len(train_idx),
-                "val_with_copy": int(np.isin(groups[val_idx], groups[train_idx]).sum()),
                 "saliency_bands": saliency_bands(model, faces.images[val_idx, 0].numpy()),
-                "ensemble_clean": heldout["ensemble_val_acc_tta_clean"],
-                "ensemble_copies": heldout["ensemble_val_acc_tta_copies"], "n_val_clean": heldout["n_val_clean"],
-                "member_acc": [m["val_acc_tta"] for m in heldout["models"]],
                 "predict_seconds": speeds, "test_rows": test_rows.group(1), "mlp_trials": trials},
                results / "facts.json")
 
@@ -575,8 +641,8 @@ def trick_verdicts(rows: list[tuple[str, float, str]], noise: float) -> str:
         if "no TTA" in note or name == "ensemble of 1 seed":  # other figures, or the reference itself
             continue
         diff = acc - reference
-        verdict = "beyond seed noise" if abs(diff) > noise else "within seed noise"
-        lines.append(f"- {name[0].upper() + name[1:]}: {points(diff)} points against the reference, {verdict}.")
+        verdict = difference_verdict(diff, noise)
+        lines.append(f"- {capitalized(name)}: {points(diff)} points against the reference, {verdict}.")
     return "\n".join(lines)
 
 
@@ -616,17 +682,110 @@ def saliency_sentence(bands: dict[str, float]) -> str:
     top = max(ratio, key=ratio.get).split(" (")[0]
     rest = 1 - sum(bands.values())
     named = ", ".join(above[:-1]) + " and " + above[-1] if len(above) > 1 else above[0] if above else "no band"
-    return (f"{named[0].upper() + named[1:]} "
+    return (f"{capitalized(named)} "
             f"draw{'s' if len(above) == 1 else ''} more of the saliency than {'its' if len(above) == 1 else 'their'} "
             f"share of the face, the {top} most for its size; the rows outside the three bands, the forehead, chin "
             f"and borders, draw {share(rest)} of it.")
+
+
+def long_arms(runs: dict, long: dict) -> dict[str, dict]:
+    """Per arm of the longer ablations: its runs, their kept models' held-out accuracy (flip TTA) with mean
+    and standard deviation, the means of the kept and last epochs (no TTA) and of the last epoch's training
+    accuracy, and the ensemble of all its seeds."""
+    arms = {}
+    for arm, names in long["runs"].items():
+        accs = [runs[n]["val_acc_tta"] for n in names]
+        arms[arm] = {"names": names, "accs": accs, "mean": float(np.mean(accs)),
+                     "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
+                     "kept": float(np.mean([runs[n]["val_acc"] for n in names])),
+                     "last": float(np.mean([runs[n]["last_val_acc"] for n in names])),
+                     "train": float(np.mean([runs[n]["history"][-1]["train_acc"] for n in names])),
+                     "best_epochs": [runs[n]["best_epoch"] for n in names], "epochs": runs[names[0]]["epochs_run"],
+                     "ensemble": long["val_acc_tta"][arm].get(str(len(names)))}
+    return arms
+
+
+def difference_verdict(diff: float, noise: float) -> str:
+    return "beyond seed noise" if abs(diff) > noise else "within seed noise"
+
+
+def long_sentences(arms: dict[str, dict]) -> dict[str, str]:
+    """The longer ablations' verdicts: augmentation (difference of the arms' means against twice its
+    standard error), early stopping (kept against last epoch) and ensembles (against the members' mean)."""
+    aug, plain = arms["long"], arms["long_no_augment"]
+    diff = aug["mean"] - plain["mean"]
+    noise = 2 * float(np.sqrt(aug["std"] ** 2 / len(aug["accs"]) + plain["std"] ** 2 / len(plain["accs"])))
+    verb = "raises" if diff > 0 else "lowers"
+    plain_gap, aug_gap = plain["train"] - plain["last"], aug["train"] - aug["last"]
+    augmentation = (f"Over these epochs augmentation {verb} the held-out accuracy by {abs(100 * diff):.1f} points "
+                    f"(mean of {len(aug['accs'])} seeds against {len(plain['accs'])}); twice the standard error of "
+                    f"that difference is {100 * noise:.1f} points, so it is {difference_verdict(diff, noise)}. "
+                    f"Without augmentation the network fits its training faces to {pct(plain['train'])} on the "
+                    f"last epoch, {abs(100 * plain_gap):.1f} points {'above' if plain_gap > 0 else 'below'} its "
+                    f"held-out accuracy then; with it, {pct(aug['train'])} on augmented faces with dropout on, "
+                    f"{abs(100 * aug_gap):.1f} points {'above' if aug_gap > 0 else 'below'}.")
+    if diff < -noise and aug_gap < 0.02:
+        augmentation += (" So at this size and length the augmented network underfits: it cannot fit the shifted, "
+                         "rotated, zoomed and erased faces better than it generalises, and augmentation only makes "
+                         "its training task harder, while the network without it, though it overfits, has not yet "
+                         "overfitted enough to lose. Augmentation pays where a network can fit the augmented faces: "
+                         "a wider one, or many more epochs; the GPU suite's full-length ablation (the full-width "
+                         "VGG for 120 epochs, with and without) is that test.")
+    elif diff > noise:
+        augmentation += (" Augmentation trades fit for generalisation: each epoch shows every face shifted, rotated, "
+                         "zoomed or partly erased anew, so the network cannot memorise the exact pixels.")
+    early = []
+    for arm, a in arms.items():
+        gap = a["kept"] - a["last"]
+        early.append(f"{ARM_STYLE[arm][1]}, the kept epochs were {', '.join(map(str, a['best_epochs']))} of "
+                     f"{a['epochs']} and they score {100 * gap:.1f} points above the last epoch "
+                     f"({difference_verdict(gap, 2 * a['std'])})")
+    ensembles = []
+    for arm, a in arms.items():
+        gain = a["ensemble"] - a["mean"]
+        ensembles.append(f"{ARM_STYLE[arm][1]}, the ensemble of {len(a['names'])} scores {pct(a['ensemble'])} "
+                         f"against its members' mean of {pct(a['mean'])} ({points(gain)} points, "
+                         f"{difference_verdict(gain, 2 * a['std'])})")
+    caption = ("; without augmentation the training curve climbs away from the held-out one" if plain_gap > 0.05
+               else "")
+    return {"long_augmentation": augmentation, "long_caption": caption,
+            "long_early": capitalized("; ".join(early)) + ".",
+            "long_ensembles": capitalized("; ".join(ensembles)) + "."}
+
+
+def prior_sentence(rows: list[dict]) -> str:
+    """What correcting the released ensemble's decision for the class prior gains and costs."""
+    plain, adjusted = (next(r for r in rows if r["model"] == "released ensemble" and r["decision"] == d)
+                       for d in ("arg-max", "logit-adjusted (tau = 1)"))
+    return (f"Correcting the released ensemble for the prior at decision time, which needs no retraining, moves its "
+            f"balanced accuracy (the mean recall over classes) from {pct(np.mean(plain['recall']))} to "
+            f"{pct(np.mean(adjusted['recall']))} and its recall of disgust from {plain['recall'][1]:.3f} to "
+            f"{adjusted['recall'][1]:.3f}, while disgust's precision goes from {plain['precision'][1]:.3f} to "
+            f"{adjusted['precision'][1]:.3f}, accuracy from {pct(plain['accuracy'])} to {pct(adjusted['accuracy'])} "
+            f"and macro-F1 from {plain['macro_f1']:.3f} to {adjusted['macro_f1']:.3f}. It is the rule for a user "
+            "who needs the rare expressions found, and accepts more false alarms.")
+
+
+def recheck_sentence(rechecked: list[dict], seed_std: float) -> str:
+    """How far the duplicate-free part moves the short runs' figures, against their seed spread."""
+    gap = max(abs(m["val_acc_tta"] - m["val_acc_tta_clean"]) for m in rechecked)
+    return (f"the duplicate-free part moves the figure by at most {100 * gap:.1f} points, "
+            + (f"less than the short schedule's seed-to-seed standard deviation ({100 * seed_std:.2f} points): short "
+               "runs memorise little." if gap < seed_std else
+               f"as much as the short schedule's seed-to-seed standard deviation ({100 * seed_std:.2f} points) or "
+               "more: read their small differences with care."))
+
+
+def capitalized(text: str) -> str:
+    return text[0].upper() + text[1:]
 
 
 def report_values(results: Path, model_path: Path, name: str, student_id: str) -> dict[str, str]:
     """Every placeholder of template.md, from results/ and the model file (its layers) alone."""
     r = read_results(results)
     runs, ensembles, imbalance, sweep, facts = r["runs"], r["ensembles"], r["imbalance"], r["sweep"], r["facts"]
-    y, predicted = r["y"], r["predicted"]
+    released, clean = r["released"], r["clean"]
+    y, predicted = r["y"][clean], r["predicted"][clean]  # the faces a model cannot answer from memory
     scores = per_class_scores(y, predicted)
     counts = np.array(facts["counts"])
     model, checkpoint = load_model(model_path)
@@ -635,27 +794,43 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
     base, mlp, mlp_own = runs[experiments.BASE], runs["mlp_matched"], runs["mlp_matched_own_recipe"]
     seed_accs, seed_std = seed_spread(runs)
     tricks = trick_rows(runs, ensembles)
+    arms = long_arms(runs, r["long"])
     compact = next(m for m in sweep if m["name"] == "compact")
-    best_member = max(facts["member_acc"])
-    ensemble_acc = scores["accuracy"]
+    member_acc = {name: m["clean"] for name, m in released["models"].items()}
+    best_member = max(member_acc[p.name] for p in RELEASED)
+    ensemble_acc = released["ensemble"]["clean"]
+    rechecked = [m for m in sweep if "val_acc_tta_clean" in m]  # short runs whose checkpoints were at hand
     trials = facts["mlp_trials"]
     best_of = max(imbalance["rows"], key=lambda r: r["accuracy"]), max(imbalance["rows"], key=lambda r: r["macro_f1"])
     seconds = facts["predict_seconds"]
     return {
         "name": name, "student_id": student_id,
-        "val_share": f"{100 * SPLIT['val_fraction']:.0f} %", "n_val": f"{len(y):,}", "split_seed": SPLIT["seed"],
+        "val_share": f"{100 * SPLIT['val_fraction']:.0f} %", "n_val": f"{released['n_val']:,}",
+        "split_seed": SPLIT["seed"],
         "released_epochs": s0["epochs_run"], "released_minutes": f"{minutes(s0)} and {minutes(s1)}",
         "short_schedule": " ".join(experiments.SHORT),
         "n_faces": f"{counts.sum():,}", "n_distinct": f"{facts['n_distinct']:,}",
-        "n_copies": f"{counts.sum() - facts['n_distinct']:,}", "val_with_copy": f"{facts['val_with_copy']:,}",
-        "ensemble_copies": pct(facts["ensemble_copies"]), "ensemble_clean": pct(facts["ensemble_clean"]),
-        "n_val_clean": f"{facts['n_val_clean']:,}", "ensemble_acc": pct(ensemble_acc),
-        "leak_points": f"{100 * (ensemble_acc - facts['ensemble_clean']):.1f}",
-        "runs_table": table(["run", "parameters", "epochs run", "best epoch", "held-out (no TTA)", "held-out",
-                             "wall time", "device"],
-                            [[n, f"{r['params']:,}", r["epochs_run"], r["best_epoch"], pct(r["val_acc"]),
-                              pct(r["val_acc_tta"]), minutes(r), r["device"] + (" bf16" if r["bf16"] else "")]
-                             for n, r in runs.items()]),
+        "n_copies": f"{counts.sum() - facts['n_distinct']:,}",
+        "val_with_copy": f"{released['n_val'] - released['n_val_clean']:,}",
+        "ensemble_copies": pct(released["ensemble"]["copies"]), "ensemble_all": pct(released["ensemble"]["all"]),
+        "n_val_clean": f"{released['n_val_clean']:,}", "ensemble_acc": pct(ensemble_acc),
+        "leak_points": f"{100 * (released['ensemble']['all'] - ensemble_acc):.1f}",
+        "n_rechecked": len(rechecked), "rechecked": ", ".join(m["name"] for m in rechecked),
+        "recheck_sentence": recheck_sentence(rechecked, seed_std),
+        "runs_table": table(["run", "split", "parameters", "epochs run", "best epoch", "held-out (no TTA)",
+                             "held-out", "wall time", "device"],
+                            [[n, SPLIT_NAMES[r["split"]], f"{r['params']:,}", r["epochs_run"], r["best_epoch"],
+                              pct(r["val_acc"]), pct(r["val_acc_tta"]), minutes(r),
+                              r["device"] + (" bf16" if r["bf16"] else "")] for n, r in runs.items()]),
+        "long_schedule": " ".join(experiments.LONG), "long_epochs": arms["long"]["epochs"],
+        "long_n_val": f"{r['long']['n_val']:,}", "long_n_seeds": len(experiments.LONG_SEEDS),
+        "long_with_copy": r["long"]["n_val_with_copy"],
+        "long_table": table(["arm", "kept model per seed", "mean ± std", "kept epoch, no TTA", "last epoch, no TTA",
+                             "training acc, last epoch", f"ensemble of the {len(experiments.LONG_SEEDS)} seeds"],
+                            [[ARM_STYLE[arm][1], ", ".join(pct(x) for x in a["accs"]),
+                              f"{pct(a['mean'])} ± {100 * a['std']:.2f}", pct(a["kept"]), pct(a["last"]),
+                              pct(a["train"]), pct(a["ensemble"])] for arm, a in arms.items()]),
+        **long_sentences(arms),
         "conv_stages": len(config["channels"]), "convs_per_stage": config["convs_per_stage"],
         "channels": "-".join(map(str, config["channels"])), "hidden": config["hidden"],
         "params": f"{count_parameters(model):,}",
@@ -678,9 +853,12 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
                                     for t, p, f in top_confusions(confusion_matrix(y, predicted))),
         "disgust_count": f"{counts[1]:,}", "disgust_share": share(counts[1] / counts.sum()),
         "happy_share": share(counts[3] / counts.sum()),
-        "imbalance_table": table(["model", "decision", "accuracy", "macro-F1", "disgust recall", "disgust precision"],
-                                 [[r["model"], r["decision"], pct(r["accuracy"]), f"{r['macro_f1']:.3f}",
-                                   f"{r['recall'][1]:.3f}", f"{r['precision'][1]:.3f}"] for r in imbalance["rows"]]),
+        "imbalance_table": table(["model", "decision", "held-out faces", "accuracy", "balanced accuracy", "macro-F1",
+                                  "disgust recall", "disgust precision"],
+                                 [[r["model"], r["decision"], r["faces"], pct(r["accuracy"]), pct(np.mean(r["recall"])),
+                                   f"{r['macro_f1']:.3f}", f"{r['recall'][1]:.3f}", f"{r['precision'][1]:.3f}"]
+                                  for r in imbalance["rows"]]),
+        "prior_sentence": prior_sentence(imbalance["rows"]),
         "best_decision": f"The highest accuracy comes from the {best_of[0]['model']} with the {best_of[0]['decision']} "
                          f"decision ({pct(best_of[0]['accuracy'])}), the highest macro-F1 from the "
                          f"{best_of[1]['model']} with the {best_of[1]['decision']} decision "
@@ -713,22 +891,22 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
                                 [[b, share(v), share((BANDS[b][1] - BANDS[b][0]) / 48)]
                                  for b, v in facts["saliency_bands"].items()]),
         "human_accuracy": HUMAN_ACCURACY,
-        "sweep_table": table(["model", "parameters", "int8 file (bytes)", "fp32 checkpoint (bytes)", "held-out fp32",
-                              "held-out int8", "epochs"],
+        "sweep_table": table(["model", "parameters", "int8 file (bytes)", "fp32 checkpoint (bytes)",
+                              "held-out fp32, whole split", "held-out int8, whole split", "epochs"],
                              [[m["name"], f"{m['params']:,}", f"{m['int8_bytes']:,}", f"{m['checkpoint_bytes']:,}",
                                pct(m["val_acc_tta"]), pct(m["int8_val_acc_tta"]),
                                f"{runs[m['name']]['epochs_run']}{', distilled' if m['name'] == 'compact' else ''}"]
                               for m in sweep]),
-        "compact_table": table(["model", "parameters", "file (bytes)", "held-out",
+        "compact_table": table(["model", "parameters", "file (bytes)", "held-out, duplicate-free",
                                 f"hw2_test.sh on {facts['test_rows']} test faces"],
                                [["released ensemble (2 VGGs, fp16 files)", f"2 × {count_parameters(model):,}",
                                  f"2 × {model_path.stat().st_size:,}", pct(ensemble_acc),
                                  f"{seconds['ensemble']:.1f} s"],
                                 [f"one VGG ({model_path.name})", f"{count_parameters(model):,}",
-                                 f"{model_path.stat().st_size:,}", pct(facts["member_acc"][0]),
+                                 f"{model_path.stat().st_size:,}", pct(member_acc[model_path.name]),
                                  f"{seconds['single']:.1f} s"],
                                 ["compact.q8 (MobileNet, int8)", f"{compact['params']:,}", f"{compact['int8_bytes']:,}",
-                                 pct(compact["int8_val_acc_tta"]), f"{seconds['compact']:.1f} s"]]),
+                                 pct(member_acc[Path(RELEASED_COMPACT).name]), f"{seconds['compact']:.1f} s"]]),
         "matched_sentence": matched_sentence(sweep),
         "layer_table": table(["layer", "type", "output shape", "parameters"], layer_table(model)),
     }

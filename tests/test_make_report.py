@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, write_train_csv
+from conftest import ROOT, pixel_strings, synthetic_faces, write_csv, write_train_csv
 
 sys.path.insert(0, str(ROOT / "report"))
 
 import make_report
 
-from dataset import CLASS_NAMES, read_faces, train_val_split
+from dataset import CLASS_NAMES, duplicate_groups, read_faces, train_val_split
 from model import atomic_save, build_model, make_checkpoint
 
 
@@ -21,7 +21,8 @@ def fake_run(params: int, epochs: int, peak: float, rng: np.random.Generator) ->
                 "val_acc": peak * e / epochs - rng.uniform(0, 0.02), "lr": 0.01, "seconds": 1.0}
                for e in range(1, epochs + 1)]
     best = max(history, key=lambda h: h["val_acc"])
-    return {"params": params, "device": "cpu", "bf16": True, "git_commit": "abc", "args": {"epochs": epochs, "lr": 0.05, "dropout": 0.5, "batch_size": 256},
+    return {"params": params, "device": "cpu", "bf16": True, "git_commit": "abc", "split": "stratified",
+            "args": {"epochs": epochs, "lr": 0.05, "dropout": 0.5, "batch_size": 256},
             "best_epoch": best["epoch"], "epochs_run": epochs, "val_acc": best["val_acc"],
             "val_acc_tta": best["val_acc"] + 0.005, "last_val_acc": history[-1]["val_acc"], "wall_seconds": 60.0 * epochs,
             "history": history}
@@ -39,27 +40,35 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
     names = ["vgg_cpu_s0", "vgg_cpu_s1", "vgg16", "mlp_matched", "vgg16_no_normalize", "vgg16_no_augment", "compact",
              "vgg16_seed1", "vgg16_seed2", "mlp_matched_own_recipe"]
     names += [f"{arch}{c}" for arch in ("vgg", "mobilenet") for c in (8, 16, 24) if f"{arch}{c}" not in names]  # the sweep's
+    long_runs = {arm: [f"{arm}_s{s}" for s in range(3)] for arm in ("long", "long_no_augment")}
+    names += [n for arm in long_runs.values() for n in arm]
     runs = {n: fake_run(1000 + i, 5, 0.5 + 0.03 * i, rng) for i, n in enumerate(names)}
     (results / "runs.json").write_text(json.dumps({"runs": runs}))
+    (results / "long.json").write_text(json.dumps({"n_val": 28, "n_val_with_copy": 0, "runs": long_runs,
+                                                   "val_acc_tta": {arm: {"3": 0.7} for arm in long_runs}}))
     (results / "ensembles.json").write_text(json.dumps({"base": "vgg16", "val_acc_tta": {"1": 0.6, "3": 0.62, "5": 0.63}}))
     probs = rng.dirichlet(np.ones(7), len(labels))
     probs[np.arange(len(labels)), labels] += 0.5 * (rng.random(len(labels)) < 0.7)  # right about 70 % of the time
     probs /= probs.sum(1, keepdims=True)
     with open(results / "heldout_best.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "label", *[f"p_{c}" for c in CLASS_NAMES]])
-        w.writerows([r, y, *p] for r, y, p in zip(val_idx.tolist(), labels.tolist(), probs, strict=True))
-    rows = [{"model": "m", "decision": d, **make_report.per_class_scores(labels, probs.argmax(1))}
+        w.writerow(["row", "label", "copy_in_train", *[f"p_{c}" for c in CLASS_NAMES]])
+        w.writerows([r, y, int(r % 9 == 0), *p] for r, y, p in zip(val_idx.tolist(), labels.tolist(), probs, strict=True))
+    accs = {"all": 0.62, "clean": 0.6}
+    (results / "released.json").write_text(json.dumps({"n_val": 28, "n_val_clean": 25, "ensemble": {**accs, "copies": 0.9},
+                                                       "models": {"vgg_cpu_s0.pt": accs, "vgg_cpu_s1.pt": accs,
+                                                                  "compact.q8": accs, "model.pt": accs}}))
+    rows = [{"model": "released ensemble", "decision": d, "faces": "duplicate-free part", **make_report.per_class_scores(labels, probs.argmax(1))}
             for d in ("arg-max", "logit-adjusted (tau = 1)")]
     (results / "imbalance.json").write_text(json.dumps({"prior": [1 / 7] * 7, "rows": rows}))
     sweep = [{"name": f"{arch}{c}", "arch": arch, "channels": [c], "params": 1000 * c, "checkpoint_bytes": 4000 * c,
               "int8_bytes": 1100 * c, "val_acc_tta": 0.5 + c / 100, "int8_val_acc_tta": 0.5 + c / 100, "schedule": "short"}
              for arch in ("vgg", "mobilenet") for c in (8, 16, 24)]
+    sweep[0] |= {"val_acc_tta_clean": 0.57, "int8_val_acc_tta_clean": 0.57}  # one short run rechecked
     sweep.append({**sweep[-1], "name": "compact"})
     (results / "compact_sweep.json").write_text(json.dumps({"models": sweep}))
     facts = {"counts": np.bincount(faces.labels.numpy(), minlength=7).tolist(), "n_distinct": 270, "n_train": 252,
-             "val_with_copy": 3, "saliency_bands": {b: 0.3 for b in make_report.BANDS}, "ensemble_clean": 0.6,
-             "ensemble_copies": 0.9, "n_val_clean": 25, "member_acc": [0.58, 0.59], "test_rows": "50",
+             "saliency_bands": {b: 0.3 for b in make_report.BANDS}, "test_rows": "50",
              "predict_seconds": {"ensemble": 2.0, "single": 1.0, "compact": 0.5},
              "mlp_trials": {"a": {"no_augment": True, "lr": 0.02, "epochs": 3, "val_acc": 0.4},
                             "b": {"no_augment": False, "lr": 0.02, "epochs": 3, "val_acc": 0.3}}}
@@ -140,3 +149,25 @@ def test_saliency_bands_are_shares_of_the_whole_image() -> None:
     model = build_model({"arch": "vgg", "channels": [4, 8], "hidden": 8}).eval()
     bands = make_report.saliency_bands(model, np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8))
     assert all(0 < v < 1 for v in bands.values()) and sum(bands.values()) < 1
+
+
+def test_held_out_faces_with_a_copy_in_training_are_told_apart(tmp_path: Path) -> None:
+    """On the row split, exactly the held-out faces whose pixels recur in the training part are flagged; the
+    grouped split has none; accuracy(clean=True) scores only the others."""
+    images, labels = synthetic_faces(280)
+    images[200:] = images[:80]  # 80 copies, some of which the row split puts on the other side
+    labels[200:] = labels[:80]
+    data = write_csv(tmp_path / "train.csv", "label,feature",
+                     [f"{y},{p}" for y, p in zip(labels, pixel_strings(images), strict=True)])
+    faces = read_faces(data, require_labels=True)
+    groups = duplicate_groups(faces.images)
+    held = make_report.HeldOut(faces, groups, make_report.SPLIT)
+    train_idx = np.setdiff1d(np.arange(280), held.rows)
+    has_copy = [any((images[t] == images[v]).all() for t in train_idx) for v in held.rows]
+    assert (~held.clean).tolist() == has_copy and any(has_copy)
+    grouped = make_report.HeldOut(faces, groups, {"method": "grouped", "val_fraction": 0.1, "seed": 0})
+    assert grouped.clean.all()
+    model = tmp_path / "m.pt"
+    held.scored[model] = np.eye(7)[np.where(held.clean, held.labels, (held.labels + 1) % 7)]  # right only where clean
+    assert held.accuracy(model, clean=True) == 1.0
+    assert held.accuracy(model) == pytest.approx(held.clean.mean())
