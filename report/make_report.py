@@ -734,15 +734,12 @@ def long_sentences(arms: dict[str, dict]) -> dict[str, str]:
     elif diff > noise:
         augmentation += (" Augmentation trades fit for generalisation: each epoch shows every face shifted, rotated, "
                          "zoomed or partly erased anew, so the network cannot memorise the exact pixels.")
-    early = []
+    early, ensembles = [], []
     for arm, a in arms.items():
-        gap = a["kept"] - a["last"]
+        gap, gain = a["kept"] - a["last"], a["ensemble"] - a["mean"]
         early.append(f"{ARM_STYLE[arm][1]}, the kept epochs were {', '.join(map(str, a['best_epochs']))} of "
                      f"{a['epochs']} and they score {100 * gap:.1f} points above the last epoch "
                      f"({difference_verdict(gap, 2 * a['std'])})")
-    ensembles = []
-    for arm, a in arms.items():
-        gain = a["ensemble"] - a["mean"]
         ensembles.append(f"{ARM_STYLE[arm][1]}, the ensemble of {len(a['names'])} scores {pct(a['ensemble'])} "
                          f"against its members' mean of {pct(a['mean'])} ({points(gain)} points, "
                          f"{difference_verdict(gain, 2 * a['std'])})")
