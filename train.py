@@ -511,6 +511,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {**run_info, **state, "finished": True, "stopped_early": state["epoch"] < args.epochs,
               "last_val_acc": state["history"][-1]["val_acc"], **epoch_timing(state["history"])}
     if world > 1:
+        dist.barrier()  # every rank done with the group before any tears it down: gloo aborts a rank whose peer left
         dist.destroy_process_group()
     if rank > 0:
         return result
