@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from dataset import CLASS_NAMES, SIDE, DataError
-from predict import RELEASED_ENSEMBLE, ensemble_proba, load_for_inference, model_file_problem
+from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, ensemble_proba, load_for_inference, model_file_problem
 
 # dlib's HOG box -> FER2013's frame of the face, and the detector's score threshold: fitted on upscaled
 # training faces of the released models' split by bench/faces_framing.py (runs/faces/framing.log).
@@ -223,7 +223,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="faces_out", help="folder for faces.csv and the annotated copies")
     p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
                    f"released weights, {', '.join(Path(m).name for m in RELEASED_ENSEMBLE)}; "
-                   "weights/compact.q8 is faster)")
+                   f"{Path(RELEASED_COMPACT).name} is faster)")
     p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
     p.add_argument("--upsample", type=int, default=1, help="photos: dlib's upsampling; 1 finds faces down to "
                    "about 40 pixels wide; each step doubles the picture's side, so about 4x the work")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from model import build_model, count_parameters, matched_mlp_config  # noqa: E402
 
 RUNS = ROOT / "runs" / "report"
-# the schedule and split every report run shares: the row-stratified split of the runs already logged
+# the sweep's and the first ablations' schedule and split: the row-stratified split of the released models
 SHORT = ["--preset", "cpu", "--epochs", "10", "--split-method", "stratified"]
 # the longer ablations: 2.4 times the short schedule, on the split that keeps copies of a face together;
 # no early stop, so that the last epoch is there to compare with the best (what early stopping keeps)
@@ -70,7 +70,7 @@ EXPERIMENTS = {
     "mobilenet32": [*MOBILENET, "--channels", widths(32)],
 }
 # the longer ablations, queued last: the base network, each arm at each seed, on the LONG schedule
-LONG_RUNS = {f"{arm}_s{s}": [*VGG, "--channels", widths(16), *flags, "--seed", str(s)]
+LONG_RUNS = {f"{arm}_s{s}": [*EXPERIMENTS[BASE], *flags, "--seed", str(s)]
              for arm, flags in LONG_ARMS.items() for s in LONG_SEEDS}
 EXPERIMENTS |= LONG_RUNS
 

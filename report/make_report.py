@@ -171,15 +171,13 @@ def missing(paths: list[Path], what: Path) -> bool:
     return bool(gone)
 
 
-def collect(train_csv: str | Path, results: Path) -> None:
+def collect(faces: Faces, groups: np.ndarray, results: Path) -> None:
     """Summaries of every logged run, held-out probabilities of the released ensemble and its scores on the
     whole row split and its duplicate-free part, ensembles, the longer ablations' ensembles, the imbalance
     comparison and the compact sweep, as small files under results/. A file whose checkpoints are gone is
     kept as it is; a sweep entry or a decision row likewise."""
     results.mkdir(parents=True, exist_ok=True)
     collect_runs(results)
-    faces = read_faces(train_csv, require_labels=True)
-    groups = duplicate_groups(faces.images)
     held = HeldOut(faces, groups)
     best = held.probs(*RELEASED)
     with atomic_write(results / "heldout_best.csv", "w") as f:
@@ -530,11 +528,9 @@ SPEED_LOGS = {"ensemble": ROOT / "runs" / "speed_cpu_ensemble.log", "single": RO
 MLP_TRIALS = ROOT / "runs" / "mlp_recipe"  # the MLP recipe's 15-epoch trials
 
 
-def collect_facts(train_csv: str | Path, results: Path, model_path: Path) -> None:
+def collect_facts(faces: Faces, groups: np.ndarray, results: Path, model_path: Path) -> None:
     """What the text needs besides the runs: class counts, duplicates, saliency shares of the released
     model, and figures from committed logs, as results/facts.json (no run checkpoints needed)."""
-    faces = read_faces(train_csv, require_labels=True)
-    groups = duplicate_groups(faces.images)
     train_idx, val_idx = recorded_split(faces, SPLIT)
     model, _ = load_model(model_path)
     speeds = {name: float(re.search(r"^predict .*median ([\d.]+) s", log.read_text(), re.MULTILINE).group(1))
@@ -943,8 +939,10 @@ def main() -> None:
             if not experiments.finished(name):
                 experiments.run(name, str(args.data))
     if args.rerun or args.collect:
-        collect(args.data, args.results)
-        collect_facts(args.data, args.results, args.model)
+        faces = read_faces(args.data, require_labels=True)  # read and grouped once for both
+        groups = duplicate_groups(faces.images)
+        collect(faces, groups, args.results)
+        collect_facts(faces, groups, args.results, args.model)
     path = build(args.results, args.data, args.out, args.model, args.name, args.student_id)
     print(f"wrote {path}, {path.with_suffix('.pdf')} and {len(FIGURES)} figures in {time.time() - start:.0f}s")
 

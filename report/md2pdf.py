@@ -119,7 +119,7 @@ def markdown_to_pdf(md_path: Path, pdf_path: Path) -> None:
     the page of what follows it up to the first figure or table; a figure stays with its caption."""
     md_dir = Path(md_path).parent
     blocks = [b.strip("\n") for b in Path(md_path).read_text().split("\n\n")]
-    with atomic_write(pdf_path) as f, PdfPages(f) as pdf:
+    with atomic_write(pdf_path) as f, PdfPages(f, metadata={"CreationDate": None}) as pdf:  # same text, same bytes
         page = Page(pdf)
         for i, block in enumerate(blocks):
             following = blocks[i + 1:]
