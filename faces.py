@@ -2,6 +2,7 @@
 its faces, classify it with predict.py's models, and draw the result on a copy of the picture.
 
   python faces.py [photo | folder | video | camera-index ...] [--out faces_out] [--model PATH ...]
+  python faces.py --serve [--host 127.0.0.1] [--port 8000]     the live page: camera and photos in a browser
 
 Writes DIR/faces.csv (one row per face: source, frame, the square the model saw in the source's pixels,
 the label and the seven probabilities) and an annotated copy of every picture and video. With no input
@@ -16,6 +17,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import cv2
 import dlib
@@ -30,6 +32,9 @@ from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, ensemble_proba, load_fo
 # dlib's HOG box -> FER2013's frame of the face, and the detector's score threshold: fitted on upscaled
 # training faces of the released models' split by bench/faces_framing.py (runs/faces/framing.log).
 FRAMING = {"dx": 0.0, "dy": -0.078, "scale": 1.109, "threshold": -0.8}
+PHOTO_UPSAMPLE = 1  # dlib's upsampling for photos: faces down to about 40 pixels wide, at about 4x the work of 0
+VIDEO_UPSAMPLE = 0  # for video frames: faces of about 80 pixels and more, at frame rate
+OVERLAP_LIMIT = 0.3  # dlib keeps boxes that share up to half a face; two faces' boxes rarely share a third
 DETECT_SIDE = 1280  # detection runs on pictures at most this long a side: big photos cost seconds otherwise
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -63,8 +68,26 @@ def detect(gray: np.ndarray, upsample: int, threshold: float = FRAMING["threshol
     small = gray if scale == 1.0 else np.asarray(Image.fromarray(gray).resize(
         (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), Image.Resampling.BILINEAR))
     boxes, scores, _ = DETECTOR.run(small, upsample, threshold)
-    return [(b.left() / scale, b.top() / scale, (b.right() + 1) / scale, (b.bottom() + 1) / scale, s)
-            for b, s in zip(boxes, scores, strict=True)]
+    return drop_overlaps([(b.left() / scale, b.top() / scale, (b.right() + 1) / scale, (b.bottom() + 1) / scale, s)
+                          for b, s in zip(boxes, scores, strict=True)])
+
+
+def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The share of the smaller box that lies inside the other: 1 for a box within a box, as IoU would not say."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+
+
+def drop_overlaps(boxes: list[tuple[float, ...]], limit: float = OVERLAP_LIMIT) -> list[tuple[float, ...]]:
+    """Best score first, each box kept unless it overlaps a kept one by more than limit: one box per face."""
+    kept: list[tuple[float, ...]] = []
+    for box in sorted(boxes, key=lambda b: -b[4]):
+        if all(overlap(box, other) <= limit for other in kept):
+            kept.append(box)
+    return kept
 
 
 def fer_frame(box: tuple[float, ...], framing: dict = FRAMING) -> tuple[int, int, int]:
@@ -116,13 +139,21 @@ def rows(source: str, frame: int, faces: list[Face]) -> list[list]:
              *(f"{p:.4f}" for p in face.probs)] for face in faces]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as RGB, turned upright as its EXIF orientation says (phone photos)."""
+def read_image(source: Path | IO[bytes], name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """An image file (a path or an open binary file) as RGB, turned upright as its EXIF orientation says (phone
+    photos); max_pixels refuses a bigger picture before it is decoded."""
+    name = name or str(source)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            if max_pixels and image.width * image.height > max_pixels:
+                raise InputError(f"{name}: {image.width}x{image.height} pixels, more than {max_pixels:,}")
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{path}: not a readable image ({str(e).strip() or type(e).__name__})") from None
+    except InputError:
+        raise
+    except UnidentifiedImageError:  # (its own message names the file object, not the file)
+        raise InputError(f"{name}: not a readable image (not an image format Pillow knows)") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{name}: not a readable image ({str(e).strip() or type(e).__name__})") from None
 
 
 def open_camera(index: int) -> cv2.VideoCapture:
@@ -225,13 +256,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    f"released weights, {', '.join(Path(m).name for m in RELEASED_ENSEMBLE)}; "
                    f"{Path(RELEASED_COMPACT).name} is faster)")
     p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
-    p.add_argument("--upsample", type=int, default=1, help="photos: dlib's upsampling; 1 finds faces down to "
-                   "about 40 pixels wide; each step doubles the picture's side, so about 4x the work")
-    p.add_argument("--video-upsample", type=int, default=0, help="videos and cameras: the same, kept at 0 for "
-                   "speed (faces of about 80 pixels and more)")
+    p.add_argument("--upsample", type=int, default=PHOTO_UPSAMPLE, help="photos: dlib's upsampling; 1 finds faces "
+                   "down to about 40 pixels wide; each step doubles the picture's side, so about 4x the work")
+    p.add_argument("--video-upsample", type=int, default=VIDEO_UPSAMPLE, help="videos and cameras: the same, kept "
+                   "at 0 for speed (faces of about 80 pixels and more)")
     p.add_argument("--max-frames", type=int, default=0, help="videos and cameras: stop after this many frames "
                    "(0: the whole video; a camera runs until Ctrl-C)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the models; 0: PyTorch's default")
+    g = p.add_argument_group("the live page (serve.py)")
+    g.add_argument("--serve", action="store_true", help="serve a page that shows the expressions of the faces in "
+                   "the browser's camera and in photos dropped on it; writes nothing")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on; another than 127.0.0.1 lets other "
+                   "machines send pictures")
+    g.add_argument("--port", type=int, default=8000, help="port to listen on; 0: any free one")
     return p.parse_args(argv)
 
 
@@ -240,10 +277,36 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def load_models(paths: list[str]) -> list:
+    """The models, loaded once for every picture; a bad path or file stops with one line."""
+    problem = next(filter(None, map(model_file_problem, paths)), None)
+    if problem:
+        fail(problem)
+    try:
+        return [load_for_inference(m) for m in paths]
+    except DataError as e:
+        fail(str(e))
+
+
+def serve_page(args: argparse.Namespace) -> list[list]:
+    import serve  # only here: the server is one use of several
+
+    models = load_models(args.model or RELEASED_ENSEMBLE)
+    try:
+        serve.serve(models, args.host, args.port, tta=not args.no_tta)
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        fail(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})")
+    return []
+
+
 def main(argv: list[str] | None = None) -> list[list]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.serve:
+        if args.inputs:
+            fail("--serve takes no inputs: the page sends them")
+        return serve_page(args)
     names = args.inputs
     if not names:
         names = [str(sample_photo())]
@@ -251,13 +314,10 @@ def main(argv: list[str] | None = None) -> list[list]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         fail(f"{out}: exists and is not a folder")
-    problem = next(filter(None, map(model_file_problem, args.model or RELEASED_ENSEMBLE)), None)
-    if problem:
-        fail(problem)
+    models = load_models(args.model or RELEASED_ENSEMBLE)
     try:
         sources = inputs_of(names)
-        models = [load_for_inference(m) for m in args.model or RELEASED_ENSEMBLE]
-    except (InputError, DataError) as e:
+    except InputError as e:
         fail(str(e))
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

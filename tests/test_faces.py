@@ -144,3 +144,26 @@ def test_the_fer_frame_follows_the_fitted_mapping() -> None:
     assert faces.fer_frame((100, 100, 200, 200), framing) == (100 + 50 + 10 - 60, 150 - 10 - 60, 120)
     crops = faces.crop(Image.new("L", (100, 100), 200), [(-50, -50, 100), (0, 0, 100)])
     assert crops.shape == (2, 1, 48, 48) and crops[0, 0, 0, 0] == 0 and crops[1].min() == 200  # black past the edge
+
+
+def test_overlapping_boxes_of_one_face_leave_the_best_one() -> None:
+    face, inner, beside, far = (0, 0, 100, 100, 1.0), (20, 20, 60, 60, 1.5), (70, 0, 170, 100, 0.5), (300, 0, 400, 100, 0.1)
+    assert faces.overlap(face, inner) == 1.0 and faces.overlap(face, beside) == 0.3 and faces.overlap(face, far) == 0
+    # the box inside the face scores best and stays; the face's box, wholly around it, goes; a box sharing
+    # only the limit's share stays, as does a box elsewhere
+    assert faces.drop_overlaps([face, inner, beside, far]) == [inner, beside, far]
+    assert faces.drop_overlaps([face, beside], limit=0.29) == [face]
+
+
+def test_a_grid_of_faces_gets_one_box_each(tmp_path: Path) -> None:
+    portrait = head()
+    x, y, side = faces.find_faces(np.asarray(portrait), [faces.RELEASED_COMPACT], 1, False)[0].frame
+    tile = portrait.crop((x, y, x + side, y + side)).resize((144, 144))
+    picture = Image.new("RGB", (3 * 144 + 4 * 48, 2 * 144 + 3 * 48), (128, 128, 128))
+    cells = [(48 + c * 192, 48 + r * 192) for r in range(2) for c in range(3)]
+    for cell in cells:
+        picture.paste(tile, cell)
+    found = faces.find_faces(np.asarray(picture), [faces.RELEASED_COMPACT], faces.PHOTO_UPSAMPLE, False)
+    centres = [(f.frame[0] + f.frame[2] / 2, f.frame[1] + f.frame[2] / 2) for f in found]
+    assert [sum(x < cx < x + 144 and y < cy < y + 144 for cx, cy in centres) for x, y in cells] == [1] * len(cells)
+    assert len(found) == len(cells)
