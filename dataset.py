@@ -284,13 +284,22 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
     return list(order[: n - n % batch_size].view(-1, batch_size))
 
 
+def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
+    """The middle side x side pixels of each face (B, 1, S, S): what a crop-trained model sees of a face."""
+    top = (x.shape[-1] - side) // 2
+    return x[:, :, top:top + side, top:top + side]
+
+
 def augment(x: torch.Tensor, generator: torch.Generator, rotate: float, shift: float, scale: float,
-            erase: float) -> torch.Tensor:
+            erase: float, out_side: int | None = None) -> torch.Tensor:
     """Random per face, as one batched operation on x's device: horizontal flip, rotation up to `rotate`
     degrees, zoom by up to +-scale, translation by up to +-shift of the side (all in one grid_sample,
     black outside the face), then, with probability `erase`, one black rectangle of 2-15 % of the area
-    (aspect 0.3-3.3, as torchvision's RandomErasing). x: float (B, 1, S, S) on the 0..1 scale."""
+    (aspect 0.3-3.3, as torchvision's RandomErasing). x: float (B, 1, S, S) on the 0..1 scale. out_side:
+    the faces come out as that many pixels a side, the middle of the transformed face at its own scale (the
+    shift makes it a random crop), from the same grid_sample: a smaller input costs nothing extra here."""
     b, _, side, _ = x.shape
+    out_side = out_side or side
     u = torch.rand(b, 10, generator=generator, device=x.device)
     # Inverse map of each output pixel to the input (normalised coordinates): undo the translation, then
     # the rotation and zoom; negating the x row mirrors the face.
@@ -301,8 +310,10 @@ def augment(x: torch.Tensor, generator: torch.Generator, rotate: float, shift: f
     theta = torch.stack([torch.stack([cos, sin, -(cos * tx + sin * ty)], 1),
                          torch.stack([-sin, cos, sin * tx - cos * ty], 1)], 1)
     theta[:, 0] *= torch.where(u[:, 4] < 0.5, -1.0, 1.0)[:, None]
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    theta[:, :, :2] *= out_side / side  # the output spans the middle out_side pixels of the input, not all of it
+    grid = F.affine_grid(theta, [b, 1, out_side, out_side], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    side = out_side
     # Random erasing: a rectangle of area a and aspect r, placed uniformly, on a random subset of faces.
     area = (0.02 + 0.13 * u[:, 5]) * side * side
     aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * u[:, 6])

@@ -48,6 +48,7 @@ class VGG(nn.Module):
                  stage_dropout: float = 0.1, num_classes: int = 7, mean: float = 0.0, std: float = 1.0,
                  side: int = 48):
         super().__init__()
+        self.side = side  # the input's side: a model trained on crops predicts on crops (predict.views)
         layers: list[nn.Module] = [Normalize(mean, std)]
         cin = 1
         for cout in channels:
@@ -77,6 +78,7 @@ class MLP(nn.Module):
     def __init__(self, hidden: int, depth: int = 2, dropout: float = 0.4, num_classes: int = 7,
                  mean: float = 0.0, std: float = 1.0, side: int = 48):
         super().__init__()
+        self.side = side
         layers: list[nn.Module] = [Normalize(mean, std), nn.Flatten()]
         width = side * side
         for _ in range(depth):
@@ -116,6 +118,7 @@ class MobileNet(nn.Module):
     def __init__(self, channels: list[int], blocks_per_stage: int = 2, dropout: float = 0.2,
                  num_classes: int = 7, mean: float = 0.0, std: float = 1.0, side: int = 48):
         super().__init__()
+        self.side = side
         layers: list[nn.Module] = [Normalize(mean, std), *conv_bn_relu(1, channels[0])]
         cin = channels[0]
         for cout in channels:

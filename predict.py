@@ -1,6 +1,6 @@
 """Write the Kaggle submission (id,label) for a CSV of faces.
 
-  python predict.py <test.csv> <pred.csv> [--model PATH ...] [--no-tta]
+  python predict.py <test.csv> <pred.csv> [--model PATH ...] [--tta none|flip|crops]
 
 Several --model paths form an ensemble: their class probabilities are averaged. A model is a .pt
 checkpoint or a compact int8 file (weights/compact.q8), told apart by content.
@@ -26,20 +26,41 @@ RELEASED_COMPACT = str(HERE / "weights" / "compact.q8")  # the int8 MobileNet, d
 BATCH_SIZE = 32
 
 
+# Test-time views (--tta): "flip" averages each face with its mirror image; "crops" also takes the five crops
+# (centre and corners) that a model trained on random crops of a smaller side has room for: ten views in all.
+TTA_VIEWS = ("none", "flip", "crops")
+
+
+def views(side: int, model_side: int, tta: bool | str) -> list[tuple[int, int, bool]]:
+    """(top, left, mirrored) of each view of a side x side face that a model of input model_side sees."""
+    tta = {True: "flip", False: "none"}.get(tta, tta)
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"unknown test-time views {tta!r}: one of {', '.join(TTA_VIEWS)}")
+    margin = side - model_side
+    centre = [(margin // 2, margin // 2)]
+    corners = [(0, 0), (0, margin), (margin, 0), (margin, margin)] if tta == "crops" and margin > 0 else []
+    flips = [False, True] if tta != "none" else [False]
+    return [(top, left, flip) for top, left in centre + corners for flip in flips]
+
+
 @torch.inference_mode()
 def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = BATCH_SIZE,
-                  tta: bool = True) -> torch.Tensor:
-    """Class probabilities for uint8 faces (N, 1, 48, 48), averaged over the face and its mirror image."""
+                  tta: bool | str = True) -> torch.Tensor:
+    """Class probabilities for uint8 faces (N, 1, 48, 48), averaged over the test-time views (TTA_VIEWS;
+    True: flip, False: none); a model trained on crops sees the centre crop, or all five with "crops"."""
     device = next(model.parameters()).device
     model.eval()
+    side, model_side = images.shape[-1], getattr(model, "side", images.shape[-1])
+    chosen = views(side, model_side, tta)
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device).float().div_(255)
-        x = x.contiguous(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest in
-        p = model(x).softmax(1)
-        if tta:
-            p = (p + model(x.flip(3)).softmax(1)) / 2
-        out.append(p.cpu())
+        p = 0
+        for top, left, flip in chosen:
+            view = x[:, :, top:top + model_side, left:left + model_side]
+            view = (view.flip(3) if flip else view).contiguous(memory_format=torch.channels_last)  # oneDNN's layout
+            p = p + model(view).softmax(1)
+        out.append(p.cpu() / len(chosen))
     return torch.cat(out)
 
 
@@ -64,7 +85,7 @@ def load_for_inference(path: str) -> nn.Module:
     return fuse_for_inference(model).to(memory_format=torch.channels_last)
 
 
-def ensemble_proba(models: list[str | nn.Module], images: torch.Tensor, tta: bool = True,
+def ensemble_proba(models: list[str | nn.Module], images: torch.Tensor, tta: bool | str = True,
                    batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """Mean of the models' probabilities; fp32 on the CPU, so the same input gives the same bytes. A model
     is a file, loaded here and let go after its pass, or a module from load_for_inference, kept by a caller
@@ -90,7 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("pred_csv", help="where the id,label submission goes")
     p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
                    f"released weights, {', '.join(Path(m).name for m in RELEASED_ENSEMBLE)})")
-    p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
+    p.add_argument("--tta", choices=TTA_VIEWS, default="flip", help="test-time views: none; flip (the face and its "
+                   "mirror image); crops (flip x the five crops of a model trained on smaller crops: ten views)")
+    p.add_argument("--no-tta", dest="tta", action="store_const", const="none", help="the same as --tta none")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="faces per forward pass")
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: PyTorch's default")
     return p.parse_args(argv)
@@ -115,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     try:
         faces = read_faces(args.test_csv)
-        probs = ensemble_proba(models, faces.images, tta=not args.no_tta, batch_size=args.batch_size)
+        probs = ensemble_proba(models, faces.images, tta=args.tta, batch_size=args.batch_size)
     except DataError as e:
         fail(str(e))
     write_submission(faces.ids, probs.argmax(1).numpy(), args.pred_csv)

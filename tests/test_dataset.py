@@ -13,6 +13,7 @@ from dataset import (
     DataError,
     Faces,
     augment,
+    centre_crop,
     duplicate_groups,
     epoch_batches,
     grouped_split,
@@ -164,6 +165,18 @@ def test_without_geometry_a_face_is_kept_or_mirrored_about_half_the_time() -> No
     same = (out - x).abs().flatten(1).amax(1) < 1e-5
     mirrored = (out - x.flip(3)).abs().flatten(1).amax(1) < 1e-5
     assert torch.all(same | mirrored) and 70 < int(mirrored.sum()) < 130
+
+
+def test_a_crop_is_the_middle_of_the_face_at_its_own_scale_or_its_mirror() -> None:
+    x = torch.rand(64, 1, 48, 48)
+    out = augment(x, torch.Generator().manual_seed(0), 0, 0, 0, 0, out_side=40)
+    middle = centre_crop(x, 40)
+    assert out.shape == (64, 1, 40, 40) and middle.shape == out.shape and torch.equal(middle, x[:, :, 4:44, 4:44])
+    same = (out - middle).abs().flatten(1).amax(1) < 1e-5
+    mirrored = (out - middle.flip(3)).abs().flatten(1).amax(1) < 1e-5
+    assert torch.all(same | mirrored) and 0 < int(mirrored.sum()) < 64
+    shifted = augment(x, torch.Generator().manual_seed(0), 0, 0.1, 0, 0, out_side=40)  # a crop from elsewhere
+    assert shifted.shape == out.shape and (shifted - out).abs().flatten(1).amax(1).min() > 1e-3
 
 
 def test_a_shift_moves_the_face_and_fills_black() -> None:

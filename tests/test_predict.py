@@ -51,6 +51,30 @@ def test_ensemble_averages_probabilities_with_flip_tta(test_csv: Path, models: l
     assert torch.allclose(ensemble.sum(1), torch.ones(len(faces.images)), atol=1e-5)
 
 
+def test_the_views_are_the_flip_and_the_five_crops_a_model_has_room_for() -> None:
+    assert predict.views(48, 48, "none") == predict.views(48, 48, False) == [(0, 0, False)]
+    assert predict.views(48, 48, "flip") == predict.views(48, 48, True) == [(0, 0, False), (0, 0, True)]
+    assert predict.views(48, 48, "crops") == [(0, 0, False), (0, 0, True)]  # a whole-face model: no room to crop
+    assert predict.views(48, 40, "none") == [(4, 4, False)]
+    crops = predict.views(48, 44, "crops")
+    assert len(crops) == 10 and {(top, left) for top, left, _ in crops} == {(2, 2), (0, 0), (0, 4), (4, 0), (4, 4)}
+    with pytest.raises(ValueError, match="unknown test-time views 'all'"):
+        predict.views(48, 44, "all")
+
+
+def test_a_crop_model_sees_the_centre_crop_or_averages_ten_views(test_csv: Path) -> None:
+    config = {"arch": "vgg", "channels": [8, 16], "hidden": 16, "mean": 0.4, "std": 0.25, "side": 40}
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    images = read_faces(test_csv).images
+    x = images.float() / 255
+    centre = model(x[:, :, 4:44, 4:44]).softmax(1)
+    assert torch.allclose(predict.predict_proba(model, images, tta="none"), centre, atol=1e-6)
+    ten = sum(model(v).softmax(1) for c in [x[:, :, t:t + 40, s:s + 40] for t, s in
+                                             [(4, 4), (0, 0), (0, 8), (8, 0), (8, 8)]] for v in (c, c.flip(3))) / 10
+    assert torch.allclose(predict.predict_proba(model, images, tta="crops"), ten, atol=1e-6)
+
+
 def test_output_is_byte_identical_across_runs(tmp_path: Path, test_csv: Path, models: list[str]) -> None:
     outputs = []
     for name in ("a.csv", "b.csv"):

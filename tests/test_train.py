@@ -34,6 +34,17 @@ def test_a_small_model_learns_a_separable_task(tmp_path: Path) -> None:
     assert not (tmp_path / "m.resume.pt").exists()
 
 
+def test_a_model_trained_on_crops_learns_and_predicts_on_crops(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.05", "--crop", "40")  # (the centre crop)
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint["config"]["side"] == 40 and checkpoint["val_acc_crops"] == result["best_val_acc_crops"]
+    assert result["best_val_acc"] >= 0.6  # chance is 1/7; (ten views mirror the bars, which here changes the class)
+    assert all(h["train_faces_per_s"] > 0 for h in result["history"])
+    predict.main([str(csv), str(tmp_path / "pred.csv"), "--model", str(tmp_path / "m.pt"), "--tta", "crops"])
+    assert len((tmp_path / "pred.csv").read_text().splitlines()) == 701
+
+
 def test_early_stopping_stops_when_validation_stalls(tmp_path: Path) -> None:
     labels = np.random.default_rng(0).integers(0, 7, 280)  # random labels: nothing to learn
     csv = write_train_csv(tmp_path / "train.csv", labels=labels)

@@ -1,0 +1,97 @@
+"""The CPU recipe search: short proxy runs of candidate recipes, each against the baseline at the same seeds,
+and the table they make.
+
+  python bench/cpu_recipe.py <train.csv> --only NAME ... [--seeds 0 1]     run (finished runs are skipped)
+  python bench/cpu_recipe.py --table                                      the table of what has run
+
+Each run is `python train.py <train.csv> --preset cpu` plus PROXY and the recipe's flags, written to
+runs/cpu_recipe/<name>_s<seed>.pt/.json/.log on the grouped held-out split (no face there has a copy in
+training). Two queues can share the 2-core machine: `OMP_NUM_THREADS=1 ... --only A &` and
+`OMP_NUM_THREADS=1 ... --only B`; wall times are only comparable between runs that ran side by side alike.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs" / "cpu_recipe"
+# the proxy: the cpu preset's one-cycle schedule squeezed into few epochs, run to its end (no early stop), so
+# that what it ranks is what a recipe reaches by the end of its schedule, as a full run does
+PROXY = ["--epochs", "15", "--patience", "99"]
+# name -> train.py flags on top of `--preset cpu` and PROXY
+RECIPES = {
+    "base": [],
+    "crop44": ["--crop", "44"],
+    "crop40": ["--crop", "40"],
+}
+
+
+def finished(name: str) -> bool:
+    history = RUNS / f"{name}.json"
+    return history.exists() and json.loads(history.read_text()).get("finished", False)
+
+
+def run(recipe: str, seed: int, train_csv: str) -> None:
+    name = f"{recipe}_s{seed}"
+    out = RUNS / f"{name}.pt"
+    resume = ["--resume"] if out.with_suffix(".resume.pt").exists() else ["--force"]
+    cmd = [sys.executable, str(ROOT / "train.py"), train_csv, "--preset", "cpu", *PROXY, *RECIPES[recipe],
+           "--seed", str(seed), "--out", str(out), *resume]
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS / f"{name}.log", "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def table() -> str:
+    """One row per recipe: per-seed held-out accuracy (flip TTA; ten crops for crop-trained nets), mean,
+    training faces/s (median epoch) and wall minutes per run."""
+    rows = ["| recipe | seeds | held-out, flip TTA | ten crops | mean | faces/s | minutes |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for recipe in RECIPES:
+        runs = sorted(RUNS.glob(f"{recipe}_s*.json"), key=lambda p: p.name)
+        done = [json.loads(p.read_text()) for p in runs]
+        done = [h for h in done if h.get("finished")]
+        if not done:
+            continue
+        flip = [h["best_val_acc_tta"] for h in done]
+        crops = [h.get("best_val_acc_crops") for h in done]
+        best = [c if c is not None else f for f, c in zip(flip, crops, strict=True)]
+        speed = statistics.median(e["train_faces_per_s"] for h in done for e in h["history"])
+        minutes = statistics.mean(h["wall_seconds"] for h in done) / 60
+        spread = f" ± {statistics.stdev(best) * 100:.2f}" if len(best) > 1 else ""
+        rows.append(f"| {recipe} | {', '.join(str(h['args']['seed']) for h in done)} | "
+                    f"{', '.join(f'{a * 100:.2f}' for a in flip)} | "
+                    f"{', '.join('-' if c is None else f'{c * 100:.2f}' for c in crops)} | "
+                    f"{statistics.mean(best) * 100:.2f}{spread} | {speed:.0f} | {minutes:.1f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("train_csv", nargs="?")
+    p.add_argument("--only", nargs="+", choices=sorted(RECIPES), help="the recipes to run")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--table", action="store_true", help="print the table of finished runs and stop")
+    args = p.parse_args()
+    if args.table:
+        print(table())
+        return
+    if not args.train_csv or not args.only:
+        p.error("give the training CSV and --only the recipes to run")
+    for seed in args.seeds:
+        for recipe in args.only:
+            if finished(f"{recipe}_s{seed}"):
+                print(f"{recipe}_s{seed}: done", flush=True)
+                continue
+            print(f"{recipe}_s{seed}: training", flush=True)
+            run(recipe, seed, args.train_csv)
+
+
+if __name__ == "__main__":
+    main()
