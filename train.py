@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from dataset import (
@@ -67,6 +68,8 @@ HPARAMS = {
     "momentum": 0.9,  # the usual; Nesterov look-ahead on top
     "weight_decay": 5e-4,  # VGG-scale nets overfit 26k faces quickly without it
     "label_smoothing": 0.1,  # FER2013 labels are noisy (human agreement is about 65 %)
+    "ema": 0.0,  # per-step decay of a moving average of the weights and BatchNorm statistics, which is then what is
+    # scored, kept and released (0: off); it smooths the last, noisy steps of a short schedule
     "warmup": 0.2,  # fraction of steps spent raising the lr: BatchNorm statistics settle first
     "patience": 15,  # epochs without a better held-out accuracy before stopping
     "seed": 0,  # initialisation, batch order, augmentation and dropout
@@ -186,6 +189,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--momentum", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--ema", type=float, help="decay of a per-step exponential moving average of the weights; the "
+                   "average is scored and kept (0: off; 0.999 averages about the last 1,000 steps)")
     g.add_argument("--warmup", type=float, help="fraction of the steps spent raising the learning rate")
     g.add_argument("--patience", type=int, help="stop after this many epochs without a better val accuracy")
     g.add_argument("--seed", type=int, help="seeds the initialisation, the shuffling and the augmentation")
@@ -310,7 +315,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     teacher: torch.Tensor | None, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn, args: argparse.Namespace,
-                    bf16: bool, epoch: int, rank: int = 0, world: int = 1) -> dict:
+                    bf16: bool, epoch: int, rank: int = 0, world: int = 1, ema: AveragedModel | None = None) -> dict:
     """One pass over the device-resident uint8 faces; step_model is model itself, or its DDP or compiled
     form. Under torchrun each rank takes its slice of every global batch of one shared permutation."""
     model.train()
@@ -348,6 +353,8 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tenso
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total_loss += loss.detach()
         correct += (logits.argmax(1) == y).sum()
     totals = torch.stack([total_loss, correct])
@@ -464,11 +471,16 @@ def main(argv: list[str] | None = None) -> dict:
         step_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     # compiled once; the eager module shares its weights and scores the held-out faces without recompiling
     step_model = torch.compile(step_model) if args.compile else step_model
+    # the moving average of the weights (and BatchNorm's statistics), when asked for: scored and kept instead
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    scored = ema.module if ema is not None else model
 
     # where the run stands: fresh, or the state a killed run saved after its last finished epoch
     state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0}
     if resume is not None:
         model.load_state_dict(resume["model"])
+        if ema is not None:
+            ema.load_state_dict(resume["ema"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         state = resume["state"]
@@ -483,7 +495,7 @@ def main(argv: list[str] | None = None) -> dict:
         flush=True)
 
     def save_best() -> None:
-        atomic_save(make_checkpoint(model, config, class_names=list(CLASS_NAMES), split=split,
+        atomic_save(make_checkpoint(scored, config, class_names=list(CLASS_NAMES), split=split,
                                     train_args=run_info["args"], git_commit=run_info["git_commit"],
                                     epoch=state["best_epoch"], val_acc=state["best_val_acc"]), out)
 
@@ -491,8 +503,8 @@ def main(argv: list[str] | None = None) -> dict:
         # one epoch of training, then the held-out score in fp32, rank 0's for every rank
         t0 = time.time()
         figures = train_one_epoch(model, step_model, train_images, train_labels, teacher, optimizer, scheduler,
-                                  loss_fn, args, bf16, epoch, rank, world)
-        val_loss, val_acc = from_rank0(lambda: evaluate(model, val_images, val_labels))
+                                  loss_fn, args, bf16, epoch, rank, world, ema)
+        val_loss, val_acc = from_rank0(lambda: evaluate(scored, val_images, val_labels))
         seconds = time.time() - t0
         lr = scheduler.get_last_lr()[0]
         faces_per_second = steps_per_epoch * global_batch / figures.pop("train_seconds")  # training alone
@@ -513,7 +525,8 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True)
         # what a killed run resumes from, and the history so far
         if rank == 0:
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_save({"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                         "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "state": state, "args": vars(args),
                          "world_size": world}, resume_path)
             write_json({**run_info, **state, "finished": False}, history_path)
@@ -530,9 +543,9 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     # the best epoch's model, scored again with flip test-time augmentation, and a crop-trained one with all ten views
     best = load_checkpoint(out)
-    model.load_state_dict(best["state_dict"])
-    _, val_acc_tta = evaluate(model, val_images, val_labels, tta="flip")
-    crops = {"val_acc_crops": evaluate(model, val_images, val_labels, tta="crops")[1]} if args.crop else {}
+    scored.load_state_dict(best["state_dict"])
+    _, val_acc_tta = evaluate(scored, val_images, val_labels, tta="flip")
+    crops = {"val_acc_crops": evaluate(scored, val_images, val_labels, tta="crops")[1]} if args.crop else {}
     best.update(val_acc_tta=val_acc_tta, **crops)
     atomic_save(best, out)
     result.update(best_val_acc_tta=val_acc_tta, **{f"best_{k}": v for k, v in crops.items()},

@@ -84,6 +84,31 @@ def test_same_seed_same_history_and_resume_continues_exactly(tmp_path: Path, mon
     assert not (tmp_path / "c.resume.pt").exists()
 
 
+def test_a_weight_average_is_scored_and_kept_and_resumes_exactly(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    flags = ("--epochs", "5", "--lr", "0.05", "--ema", "0.9")
+    averaged = run(csv, tmp_path / "a.pt", *flags)
+    plain = run(csv, tmp_path / "p.pt", *flags[:4])
+    assert averaged["best_val_acc"] >= 0.6
+    # the same training steps; what is scored (and so kept) is the average, not the last weights
+    assert [h["train_loss"] for h in averaged["history"]] == [h["train_loss"] for h in plain["history"]]
+    assert [h["val_loss"] for h in averaged["history"]] != [h["val_loss"] for h in plain["history"]]
+    real_evaluate, calls = train.evaluate, []
+
+    def evaluate_then_die_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", evaluate_then_die_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(csv, tmp_path / "c.pt", *flags)
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    assert curve(run(csv, tmp_path / "c.pt", *flags, "--resume")) == curve(averaged)
+
+
 def test_refuses_to_overwrite_a_finished_model(tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
     out.write_bytes(b"a finished model")
