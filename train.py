@@ -108,7 +108,7 @@ HPARAMS = {
     "init": "",
 }
 PRESETS = {
-    # A 2-core CPU: a narrower VGG and fewer epochs (the time depends on the CPU; the README has figures).
+    # A 2-core CPU: a narrower VGG and fewer epochs (the time depends on the CPU; docs/training.md has figures).
     "cpu": {"channels": "40,80,160,320", "epochs": 40},
     # One GPU, about a minute: the full-width VGG, batch 256 for fewer, fuller GPU steps (lr scales with it).
     "fast": {"epochs": 40, "batch_size": 256},
@@ -272,17 +272,21 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss, (probs.argmax(1) == labels).float().mean().item()
 
 
+TEACHER_VIEWS = "crops"  # the teachers' best predictions: flip, and the five crops of crop-trained teachers
+
+
 def teacher_logits(paths: list[str], images: torch.Tensor, train_csv: str, cache: Path) -> torch.Tensor:
-    """Log of the teachers' averaged flip-TTA probabilities for every face of the file, computed once and
-    kept in cache; the cache is used only when it was made from the same teacher files and data file."""
+    """Log of the teachers' averaged probabilities over their TEACHER_VIEWS for every face of the file,
+    computed once and kept in cache; the cache is used only when it was made from the same teacher files
+    and data file."""
     key = {"teachers": [(str(p), Path(p).stat().st_size) for p in paths],
-           "train_csv": (str(train_csv), Path(train_csv).stat().st_size), "n": len(images)}
+           "train_csv": (str(train_csv), Path(train_csv).stat().st_size), "n": len(images), "views": TEACHER_VIEWS}
     if cache.exists():
         cached = torch.load(cache, map_location="cpu", weights_only=True)
         if cached.get("key") == key:
             return cached["logits"]
     print(f"computing the teacher's logits for {len(images)} faces ({', '.join(paths)})", flush=True)
-    logits = ensemble_proba(paths, images).clamp_min(1e-8).log()
+    logits = ensemble_proba(paths, images, tta=TEACHER_VIEWS).clamp_min(1e-8).log()
     atomic_save({"key": key, "logits": logits}, cache)
     return logits
 

@@ -92,7 +92,8 @@ def summarize_history(history_path: Path) -> dict:
             "split": h["split"]["method"],
             "args": {k: v for k, v in h["args"].items() if k not in ("train_csv", "out", "resume", "force")},
             "best_epoch": h["best_epoch"], "epochs_run": h["epoch"], "val_acc": h["best_val_acc"],
-            "val_acc_tta": h.get("best_val_acc_tta"), "last_val_acc": epochs[-1]["val_acc"],
+            "val_acc_tta": h.get("best_val_acc_tta"), "val_acc_crops": h.get("best_val_acc_crops"),
+            "last_val_acc": epochs[-1]["val_acc"],
             "wall_seconds": h.get("wall_seconds"), "history": epochs}
 
 
@@ -143,12 +144,14 @@ def compact_sweep_entry(name: str, checkpoint: Path, held: HeldOut, tmp: Path) -
 
 
 GPU_RUNS = ROOT / "runs" / "gpu"  # the GPU suite's histories, unpacked from its logs.tar.gz
+CPU_RECIPE_RUNS = ROOT / "runs" / "cpu_recipe"  # the CPU recipe search's proxy runs (bench/cpu_recipe.py)
 SWEEP = ["vgg4", "vgg6", "vgg8", "vgg12", "vgg16", "mobilenet8", "mobilenet16", "mobilenet24",
          "mobilenet32"]  # the size sweep: both families, their parameter ranges overlapping
 
 
 def collect_runs(results: Path) -> None:
-    """results/runs.json: a summary of every finished history, the GPU suite's included (runs/gpu/**)."""
+    """results/runs.json: a summary of every finished history, the GPU suite's (runs/gpu/**) and the CPU recipe
+    search's (runs/cpu_recipe/) included."""
     runs = {name: summarize_history(base.with_suffix(".json")) for name, base in BEST.items()}
     for name in experiments.EXPERIMENTS:
         if experiments.finished(name):
@@ -156,10 +159,11 @@ def collect_runs(results: Path) -> None:
     for name, base in COMPACT_RUNS.items():
         if experiments.finished(base.name, base.parent):
             runs[name] = summarize_history(base.with_suffix(".json"))
-    for history in sorted(GPU_RUNS.rglob("*.json")):
-        h = json.loads(history.read_text())
-        if isinstance(h, dict) and h.get("finished") and "history" in h:
-            runs[f"gpu/{history.relative_to(GPU_RUNS).with_suffix('')}"] = summarize_history(history)
+    for folder in (GPU_RUNS, CPU_RECIPE_RUNS):
+        for history in sorted(folder.rglob("*.json")):
+            h = json.loads(history.read_text())
+            if isinstance(h, dict) and h.get("finished") and "history" in h:
+                runs[f"{folder.name}/{history.relative_to(folder).with_suffix('')}"] = summarize_history(history)
     write_json({"runs": runs}, results / "runs.json")
 
 

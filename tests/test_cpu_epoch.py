@@ -14,4 +14,5 @@ def test_it_times_an_epoch_of_each_tree(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith(f"{ROOT}: median ") and "s per cpu-preset epoch" in last and "n=1" in last
+    assert "faces/s" in last
     assert float(last.split("median ")[1].split(" s")[0]) > 0
