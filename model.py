@@ -107,7 +107,7 @@ class Separable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x)
-        return torch.relu(y + x if self.residual else y)
+        return (y.add_(x) if self.residual else y).relu_()  # in place: no new tensors to allocate and fill
 
 
 class MobileNet(nn.Module):
