@@ -18,20 +18,21 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EPOCH_LINE = re.compile(r"^epoch\s+1/1 .*?([\d.]+)s(\s+\*)?$", re.MULTILINE)
+EPOCH_LINE = re.compile(r"^epoch\s+\d+/\d+ .*?([\d.]+)s(\s+\*)?$", re.MULTILINE)
 FACES_PER_S = re.compile(r"(\d+) faces/s")
 
 
-def epoch_seconds(tree: Path, train_csv: str, extra: list[str]) -> tuple[float, float | None]:
+def epoch_seconds(tree: Path, train_csv: str, extra: list[str], epochs: int = 1) -> tuple[float, float | None, float]:
+    """(the last epoch's seconds, its training faces/s where train.py prints them, the first epoch's seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(tree / "train.py"), train_csv, "--preset", "cpu", "--epochs", "1",
+        cmd = [sys.executable, str(tree / "train.py"), train_csv, "--preset", "cpu", "--epochs", str(epochs),
                "--out", str(Path(tmp) / "m.pt"), *extra]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"cpu_epoch.py: {tree}: train.py failed: {done.stderr.strip().splitlines()[-1:]}")
-    line = EPOCH_LINE.search(done.stdout)
-    speed = FACES_PER_S.search(line.group(0))
-    return float(line.group(1)), float(speed.group(1)) if speed else None
+    lines = list(EPOCH_LINE.finditer(done.stdout))
+    speed = FACES_PER_S.search(lines[-1].group(0))
+    return float(lines[-1].group(1)), float(speed.group(1)) if speed else None, float(lines[0].group(1))
 
 
 def main() -> None:
@@ -41,22 +42,26 @@ def main() -> None:
     p.add_argument("--variant", action="append", help="train.py flags of one variant; each tree runs each variant "
                    "(default: one, with no flags)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=1, help="epochs per run; the last one is timed, and the first's "
+                   "excess over it (torch.compile's compilation, warm-up) is reported")
     p.add_argument("--flags", default="", help="more train.py flags for every run, e.g. '--bf16 off'")
     args = p.parse_args()
     configs = [(tree, variant) for tree in args.tree or [ROOT] for variant in args.variant or [""]]
-    print(f"cpu preset, one epoch per run{', flags ' + args.flags if args.flags else ''}; {args.repeats} repeats",
-          flush=True)
-    runs: dict[str, list[tuple[float, float | None]]] = {}
+    print(f"cpu preset, {args.epochs} epoch(s) per run, the last timed{', flags ' + args.flags if args.flags else ''}; "
+          f"{args.repeats} repeats", flush=True)
+    runs: dict[str, list[tuple[float, float | None, float]]] = {}
     for repeat in range(args.repeats):
         for tree, variant in configs:
             label = f"{tree}{' ' + variant if variant else ''}"
             flags = [*args.flags.split(), *variant.split()]
-            runs.setdefault(label, []).append(epoch_seconds(tree, args.train_csv, flags))
+            runs.setdefault(label, []).append(epoch_seconds(tree, args.train_csv, flags, args.epochs))
             print(f"repeat {repeat + 1}: {label}: {runs[label][-1][0]:.1f} s", flush=True)
     for label, results in runs.items():
-        values = [seconds for seconds, _ in results]
-        speeds = [speed for _, speed in results if speed is not None]
+        values = [seconds for seconds, _, _ in results]
+        speeds = [speed for _, speed, _ in results if speed is not None]
         speed = f"; training {statistics.median(speeds):.0f} faces/s" if speeds else ""
+        if args.epochs > 1:
+            speed += f"; first epoch {statistics.median(first - last for last, _, first in results):+.1f} s"
         print(f"{label}: median {statistics.median(values):.1f} s per cpu-preset epoch "
               f"(min {min(values):.1f}, max {max(values):.1f}, n={len(values)}){speed}")
 

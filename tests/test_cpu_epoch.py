@@ -16,3 +16,14 @@ def test_it_times_an_epoch_of_each_tree(tmp_path) -> None:
     assert last.startswith(f"{ROOT}: median ") and "s per cpu-preset epoch" in last and "n=1" in last
     assert "faces/s" in last
     assert float(last.split("median ")[1].split(" s")[0]) > 0
+
+
+def test_it_times_each_variant_and_the_first_epochs_excess(tmp_path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=300)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_epoch.py"), str(csv), "--variant", "",
+                             "--variant", "--crop 40", "--epochs", "2", "--repeats", "1",
+                             "--flags", "--channels 4,8 --hidden 8"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip().splitlines()[-2:]
+    assert summary[0].startswith(f"{ROOT}: median ") and summary[1].startswith(f"{ROOT} --crop 40: median ")
+    assert all("faces/s; first epoch " in line for line in summary)
