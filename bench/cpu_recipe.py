@@ -30,6 +30,7 @@ RECIPES = {
     "crop40": ["--crop", "40"],
     # round 2, each against crop40 at the same seeds: what else buys accuracy per CPU-hour
     "crop40_ema": ["--crop", "40", "--ema", "0.999"],  # a smoothed end of the schedule, for nothing per step
+    "crop40_e21": ["--crop", "40", "--epochs", "21"],  # the base's wall time spent on crops: the decisive test
     "crop40_e30": ["--crop", "40", "--epochs", "30"],  # twice the time on the same net: the epochs lever
     "crop40_wide": ["--crop", "40", "--channels", "56,112,224,448", "--epochs", "8"],  # about 2x the FLOPs per
     # face for about half the epochs: width against epochs at equal time

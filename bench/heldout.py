@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from dataset import CLASS_NAMES, duplicate_groups, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, fuse_for_inference, load_model, output_problem  # noqa: E402
-from predict import BATCH_SIZE, RELEASED_ENSEMBLE, predict_proba  # noqa: E402
+from predict import BATCH_SIZE, RELEASED_ENSEMBLE, TTA_VIEWS, predict_proba  # noqa: E402
 
 
 def heldout_faces(train_csv: str, split: dict) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--model", action="append", help="a model file; repeat for an ensemble")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--device", default="cpu", help="cpu (fp32, as predict.py), cuda, or auto")
+    p.add_argument("--tta", choices=TTA_VIEWS, default="flip", help="the test-time views of the TTA figures and the "
+                   "ensemble (crops: five crops x flip for crop-trained models)")
     args = p.parse_args()
     models = args.model or RELEASED_ENSEMBLE
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -64,18 +66,18 @@ def main() -> None:
     for path, (model, _) in zip(models, loaded, strict=True):
         model = fuse_for_inference(model).to(device, memory_format=torch.channels_last)
         plain = predict_proba(model, images, batch, tta=False)
-        flipped = predict_proba(model, images, batch, tta=True)
+        flipped = predict_proba(model, images, batch, tta=args.tta)
         ensemble += flipped
         rows.append({"model": path, "val_acc": accuracy(plain, labels), "val_acc_tta": accuracy(flipped, labels),
                      "val_acc_tta_clean": accuracy(flipped[clean], labels[clean])})
-        print(f"{path}: held-out acc {rows[-1]['val_acc']:.4f}, with flip TTA {rows[-1]['val_acc_tta']:.4f}; "
+        print(f"{path}: held-out acc {rows[-1]['val_acc']:.4f}, with {args.tta} TTA {rows[-1]['val_acc_tta']:.4f}; "
               f"on the {int(clean.sum())} faces without a copy in training {rows[-1]['val_acc_tta_clean']:.4f}")
-    result = {"split": split, "n_val": len(labels), "n_val_clean": int(clean.sum()), "device": device,
+    result = {"split": split, "n_val": len(labels), "n_val_clean": int(clean.sum()), "device": device, "tta": args.tta,
               "models": rows, "ensemble_val_acc_tta": accuracy(ensemble, labels),
               "ensemble_val_acc_tta_clean": accuracy(ensemble[clean], labels[clean]),
               "ensemble_val_acc_tta_copies": accuracy(ensemble[~clean], labels[~clean]) if (~clean).any() else None}
     if len(models) > 1:
-        print(f"ensemble of {len(models)} (flip TTA): held-out acc {result['ensemble_val_acc_tta']:.4f}; "
+        print(f"ensemble of {len(models)} ({args.tta} TTA): held-out acc {result['ensemble_val_acc_tta']:.4f}; "
               f"without copies in training {result['ensemble_val_acc_tta_clean']:.4f} ({result['n_val_clean']} faces)")
     if args.json:
         with atomic_write(args.json, "w") as f:
