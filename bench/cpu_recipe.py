@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from report.experiments import finished  # noqa: E402  (whether a history ran to its end)
+
 RUNS = ROOT / "runs" / "cpu_recipe"
 # the proxy: the cpu preset's one-cycle schedule squeezed into few epochs, run to its end (no early stop), so
 # that what it ranks is what a recipe reaches by the end of its schedule, as a full run does
@@ -38,11 +41,6 @@ RECIPES = {
     "crop40_mixup": ["--crop", "40", "--mixup", "0.2"],
     "crop40_bs64": ["--crop", "40", "--batch-size", "64"],  # twice the steps per epoch at the same lr per face
 }
-
-
-def finished(name: str) -> bool:
-    history = RUNS / f"{name}.json"
-    return history.exists() and json.loads(history.read_text()).get("finished", False)
 
 
 def run(recipe: str, seed: int, train_csv: str) -> None:
@@ -99,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give the training CSV and --only the recipes to run")
     for seed in args.seeds:
         for recipe in args.only:
-            if finished(f"{recipe}_s{seed}"):
+            if finished(f"{recipe}_s{seed}", RUNS):
                 print(f"{recipe}_s{seed}: done", flush=True)
                 continue
             print(f"{recipe}_s{seed}: training", flush=True)

@@ -17,7 +17,7 @@ def test_runs_are_skipped_once_finished_and_tabled_with_their_own_tta(tmp_path: 
     monkeypatch.setattr(cpu_recipe, "RECIPES", {"base": [], "crop40": ["--crop", "40"]})
     argv = [str(csv), "--only", "base", "crop40", "--seeds", "0"]
     cpu_recipe.main(argv)
-    assert (tmp_path / "runs" / "crop40_s0.log").read_text().startswith("$ ") and cpu_recipe.finished("base_s0")
+    assert (tmp_path / "runs" / "crop40_s0.log").read_text().startswith("$ ") and cpu_recipe.finished("base_s0", tmp_path / "runs")
     cpu_recipe.main(argv)  # again: nothing to run
     assert capsys.readouterr().out.count(": done") == 2
     rows = cpu_recipe.table().splitlines()

@@ -26,11 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model import atomic_write  # noqa: E402
 from predict import RELEASED_COMPACT  # noqa: E402
 
 HW8_LIMIT = 250_000  # bytes of the folder without report.pdf: the 225,000-byte model limit plus 25,000 for code
-HW2_CODE = ["dataset.py", "model.py", "train.py", "predict.py", "faces.py", "serve.py", "hw2_train.sh",
-            "hw2_test.sh", "hw2_download.sh", "requirements.txt", "README.md"]
+HW2_CODE = ["dataset.py", "model.py", "train.py", "predict.py", "faces.py", "serve.py", "web/index.html", "web/app.js",
+            "web/style.css", "hw2_train.sh", "hw2_test.sh", "hw2_download.sh", "requirements.txt", "README.md"]
 HW8_MODULES = ["dataset.py", "model.py", "predict.py", "train.py", "tools/quantize.py"]  # what hw8_*.sh import
 HW8_ZIP = "fer.pyz"
 HW8_TEST = """#!/usr/bin/env bash
@@ -57,13 +58,10 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def manifest_lines(names: list[str]) -> list[str]:
-    """The released MANIFEST's lines for these files."""
-    lines = [line for line in (ROOT / "weights" / "MANIFEST").read_text().splitlines()
-             if line.split() and line.split()[0] in names]
-    if len(lines) != len(names):
-        fail(f"weights/MANIFEST does not list all of {', '.join(names)}")
-    return lines
+def manifest_lines() -> list[str]:
+    """The released MANIFEST's file lines: <file> <sha256> <url>."""
+    return [line for line in (ROOT / "weights" / "MANIFEST").read_text().splitlines()
+            if line.split() and not line.startswith("#")]
 
 
 def write_executable(path: Path, text: str) -> None:
@@ -78,17 +76,13 @@ def folder_bytes(folder: Path, leave_out: str = "report.pdf") -> int:
 
 
 def hw2_zip(student_id: str, report: Path, out: Path) -> Path:
-    names = [line.split()[0] for line in (ROOT / "weights" / "MANIFEST").read_text().splitlines()
-             if line.split() and not line.startswith("#")]
     target = out / f"{student_id}_hw2.zip"
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for name in HW2_CODE:
-                z.write(ROOT / name, name)
-            for name in ["MANIFEST", *names]:
-                z.write(ROOT / "weights" / name, f"weights/{name}")
-            z.write(report, "report.pdf")
-    Path(tmp.name).replace(target)
+    with atomic_write(target) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in HW2_CODE:
+            z.write(ROOT / name, name)
+        for name in ["MANIFEST", *(line.split()[0] for line in manifest_lines())]:
+            z.write(ROOT / "weights" / name, f"weights/{name}")
+        z.write(report, "report.pdf")
     return target
 
 
@@ -99,7 +93,10 @@ def hw8_folder(report: Path, out: Path) -> Path:
     try:
         compact = Path(RELEASED_COMPACT)
         shutil.copy(compact, staging / compact.name)
-        (staging / "MANIFEST").write_text("\n".join(manifest_lines([compact.name])) + "\n")
+        line = [line for line in manifest_lines() if line.split()[0] == compact.name]
+        if not line:
+            fail(f"weights/MANIFEST does not list {compact.name}")
+        (staging / "MANIFEST").write_text(line[0] + "\n")
         download = (ROOT / "hw2_download.sh").read_text().replace("hw2_download.sh", "hw8_download.sh")
         write_executable(staging / "hw8_download.sh", download.replace('"$here/weights/MANIFEST"', '"$here/MANIFEST"'))
         write_executable(staging / "hw8_test.sh", HW8_TEST)
