@@ -1,20 +1,23 @@
-"""Build the homework report (report.md, report.pdf and the PNG figures beside them) from logged results.
+"""Build the three homework reports (hw2, dlss, hw8: markdown, PDF and the PNG figures beside them) from
+logged results.
 
-  python report/make_report.py                  # figures + report.md + report.pdf from report/results/
-  python report/make_report.py --collect        # first re-read runs/ (histories, checkpoints, logs) into results/
+  python report/make_report.py                  # figures + hw2/dlss/hw8 .md and .pdf from report/results/
+  python report/make_report.py --collect        # first re-read runs/ (histories, checkpoints, logs) and score
+                                                # the released models on the test set (--test), into results/
   python report/make_report.py --rerun          # first train what runs/ lacks (report/experiments.py), then collect
-  python report/make_report.py --name "Ada Lovelace" --student-id B12345678   # the header's fields
+  python report/make_report.py --name "Ada Lovelace" --student-id B12345678 --department "CSIE, year 3"
 
-The text is report/template.md with its placeholders filled from report/results/ alone (and the layer
-table of the released model file), so report.md is a function of committed files: a test renders it and
-compares it byte for byte. The figures also need the training CSV (faces for the grids and maps).
---collect keeps a results file whose checkpoints are gone (runs/**/*.pt are not committed) as it is.
+Each report is report/templates/<report>.md with its placeholders filled from report/results/ alone (and
+the layer tables of the released model files), so its markdown is a function of committed files: a test
+renders each and compares it byte for byte. The figures also need the training CSV (faces for the grids
+and maps). --collect keeps a results file whose checkpoints are gone (runs/**/*.pt are not committed).
 """
 
 import argparse
 import csv
 import itertools
 import json
+import platform
 import re
 import sys
 import time
@@ -25,6 +28,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
@@ -33,10 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "report"))
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import experiments  # noqa: E402
 from md2pdf import markdown_to_pdf  # noqa: E402
 from quantize import quantize  # noqa: E402
+from test_score import PUBLIC_LABELS, read_labels  # noqa: E402
 
 import faces  # noqa: E402
 from dataset import CLASS_NAMES, Faces, duplicate_groups, read_faces, recorded_split  # noqa: E402
@@ -45,6 +51,7 @@ from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, predict_proba  # noqa: 
 
 HERE = ROOT / "report"
 DATA = ROOT.parent / "shared" / "fer2013" / "train.csv.gz"
+TEST = ROOT.parent / "shared" / "fer2013" / "test.csv.gz"
 BEST = {"vgg_cpu_s0": ROOT / "runs" / "cpu" / "vgg_cpu", "vgg_cpu_s1": ROOT / "runs" / "cpu_s1" / "vgg_cpu"}
 # the compact model's runs: 40 distilled epochs, 8 more from there at a lower rate, and the shipped
 # 80-epoch run (weights/compact.q8)
@@ -167,6 +174,37 @@ def collect_runs(results: Path) -> None:
     write_json({"runs": runs}, results / "runs.json")
 
 
+def test_set(path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images, labels, description) of the test set: the PrivateTest rows of a challenge file with a Usage
+    column (icml_face_data.csv, fer2013.csv: DLSS's protocol, PublicTest being the validation), else the
+    rows of an id,feature test file whose ids the id,label file labels (Kaggle's public half)."""
+    faces = read_faces(path)
+    if faces.usage is not None:
+        rows = np.flatnonzero(faces.usage == "PrivateTest")
+        if faces.labels is None or not len(rows):
+            sys.exit(f"make_report.py: error: {path}: no labelled PrivateTest rows to test on")
+        return faces.images[rows], faces.labels[rows].numpy(), f"the {len(rows):,} PrivateTest rows of `{path.name}`"
+    labels = read_labels(labels_path, "label file")
+    position = pd.Series(np.arange(len(faces.ids)), index=faces.ids)
+    unknown = labels.index.difference(position.index)
+    if len(unknown):
+        sys.exit(f"make_report.py: error: {labels_path}: id {unknown[0]} is not in {path}")
+    rows = position.loc[labels.index].to_numpy().copy()  # a writable array: torch indexes with it
+    return (faces.images[rows], labels.to_numpy(), f"the public half of `{path.name}` ({len(rows):,} faces, ids "
+            f"{labels.index.min()}..{labels.index.max()}, labels from `{labels_path.name}`)")
+
+
+def collect_test(test_path: Path, labels_path: Path, results: Path) -> None:
+    """results/test.json: scores of the released models (ensemble, members, compact) on the test set, with
+    flip TTA as hw2_test.sh predicts. Run once the models are chosen: nothing is selected on these labels."""
+    images, labels, description = test_set(test_path, labels_path)
+    probs = {p: predict_proba(load_model(p)[0], images).numpy() for p in [*RELEASED, Path(RELEASED_COMPACT)]}
+    ensemble = np.mean([probs[p] for p in RELEASED], axis=0)
+    write_json({"set": description, "n": len(labels), "ensemble": per_class_scores(labels, ensemble.argmax(1)),
+                "models": {p.name: per_class_scores(labels, probs[p].argmax(1)) for p in probs}},
+               results / "test.json")
+
+
 def missing(paths: list[Path], what: Path) -> bool:
     """Whether a checkpoint behind results/what is gone (runs/**/*.pt are not committed): then what is kept."""
     gone = [p for p in paths if not p.exists()]
@@ -280,7 +318,7 @@ def save(fig: plt.Figure, path: Path) -> None:
 
 def plot_class_counts(labels: np.ndarray, path: Path) -> np.ndarray:
     counts = np.bincount(labels, minlength=K)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(6, 2.6))
     bars = ax.bar(CLASS_NAMES, counts, color=CLASS_COLORS)
     for bar, n in zip(bars, counts, strict=True):
         ax.annotate(f"{n:,}\n{n / counts.sum():.1%}", (bar.get_x() + bar.get_width() / 2, n), ha="center",
@@ -304,7 +342,7 @@ def face_grid(images: list[np.ndarray], titles: list[str], ncols: int, path: Pat
     save(fig, path)
 
 
-def plot_samples(faces: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 8) -> None:
+def plot_samples(faces: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 10) -> None:
     rng = np.random.default_rng(0)
     images, titles, colors = [], [], []
     for c, name in enumerate(CLASS_NAMES):
@@ -321,11 +359,14 @@ def plot_curves(runs: dict[str, dict], path: Path, title: str) -> None:
     for (name, run), color in zip(runs.items(), plt.get_cmap("Dark2").colors, strict=False):
         epochs = [e["epoch"] for e in run["history"]]
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            ax.plot(epochs, [e[f"train_{key}"] for e in run["history"]], "--", color=color, label=f"{name} train")
+            augmented = "" if run["args"].get("no_augment") else ", augmented"
+            ax.plot(epochs, [e[f"train_{key}"] for e in run["history"]], "--", color=color,
+                    label=f"{name} train{augmented}")
             ax.plot(epochs, [e[f"val_{key}"] for e in run["history"]], "-", color=color, label=f"{name} val")
             best = run["history"][run["best_epoch"] - 1]
             ax.plot(best["epoch"], best[f"val_{key}"], "o", color=color, markersize=7, mfc="none", mew=2)
-    ax_loss.set(title="Loss (train: with augmentation, label smoothing)", xlabel="epoch", ylabel="cross-entropy")
+    ax_loss.set(title="Loss (train: on the batches as trained, label-smoothed)", xlabel="epoch",
+                ylabel="cross-entropy")
     ax_acc.set(title="Accuracy (o: epoch kept by early stopping)", xlabel="epoch", ylabel="accuracy")
     ax_acc.legend(fontsize=7)
     fig.suptitle(title)
@@ -379,13 +420,13 @@ def plot_confusion(cm: np.ndarray, path: Path) -> None:
     save(fig, path)
 
 
-def plot_per_class(scores: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+def plot_per_class(scores: dict, path: Path, faces: str) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 2.6))
     x = np.arange(K)
     for k, (key, hatch) in enumerate((("precision", ""), ("recall", "//"), ("f1", ".."))):
         ax.bar(x + (k - 1) * 0.27, scores[key], 0.27, color=CLASS_COLORS, hatch=hatch, edgecolor="black",
                linewidth=0.4, label=key)
-    ax.set(xticks=x, title="Per-class precision (plain), recall (//) and F1 (..), held-out split", ylim=(0, 1),
+    ax.set(xticks=x, title=f"Per-class precision (plain), recall (//) and F1 (..), {faces}", ylim=(0, 1),
            ylabel="score")
     ax.set_xticklabels(CLASS_NAMES)
     ax.legend(fontsize=8, ncols=3)
@@ -473,6 +514,7 @@ def read_results(results: Path) -> dict:
             "facts": json.loads((results / "facts.json").read_text()),
             "long": json.loads((results / "long.json").read_text()),
             "released": json.loads((results / "released.json").read_text()),
+            "test": json.loads((results / "test.json").read_text()),
             "rows": np.array([int(r["row"]) for r in held]), "y": np.array([int(r["label"]) for r in held]),
             "clean": np.array([r["copy_in_train"] == "0" for r in held]),
             "predicted": np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in held]).argmax(1)}
@@ -494,7 +536,7 @@ def make_figures(results: Path, data: Path, out: Path, best_model: Path) -> None
     cm = confusion_matrix(y, predicted)
     plot_confusion(cm, out / "confusion.png")
     plot_confusion_examples(images, rows[r["clean"]], y, predicted, top_confusions(cm), out / "confusions_examples.png")
-    plot_per_class(per_class_scores(y, predicted), out / "per_class.png")
+    plot_per_class(r["test"]["ensemble"], out / "per_class.png", "test set")
     plot_maps(load_model(best_model)[0], images[rows], r["y"], out / "activations.png", out / "saliency.png")
     plot_compact(r["sweep"], out / "compact.png")
 
@@ -548,14 +590,19 @@ def collect_facts(faces: Faces, groups: np.ndarray, results: Path, model_path: P
     write_json({"counts": np.bincount(faces.labels.numpy(), minlength=K).tolist(),
                 "n_distinct": int(groups.max() + 1), "n_train": len(train_idx),
                 "saliency_bands": saliency_bands(model, faces.images[val_idx, 0].numpy()),
-                "predict_seconds": speeds, "test_rows": test_rows.group(1), "mlp_trials": trials},
+                "predict_seconds": speeds, "test_rows": test_rows.group(1), "mlp_trials": trials,
+                "versions": {"python": platform.python_version(), "torch": torch.__version__.split("+")[0]}},
                results / "facts.json")
 
 
 # ---------------------------------------------------------------- the report text: results/ -> template.md
 
-TEMPLATE = HERE / "template.md"
-BLANK = "________"  # the header's name and student ID until --name and --student-id fill them
+TEMPLATES = HERE / "templates"  # <report>.md: each report's prose, with placeholders
+REPORTS = ("hw2", "dlss", "hw8")  # one report per homework, each built from the same results
+BLANK = "________"  # a header field until its flag fills it
+HEADER = {"name": BLANK, "student_id": BLANK, "department": BLANK, "collaborators": "none"}
+# the last page on which a section may start, and the most pages in all (DLSS: 3 pages, 1.5 more for the bonus)
+PAGE_LIMITS = {"dlss": {"Task": 3, "Bonus": 4, "total": 4.5}}
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -621,9 +668,7 @@ def trick_rows(runs: dict, ensembles: dict) -> list[tuple[str, float, str]]:
     """(setting, held-out accuracy, note) for each trick on and off."""
     base = runs[experiments.BASE]
     rows = [(f"{experiments.BASE}: all tricks on", base["val_acc_tta"],
-             f"reference; training accuracy {pct(base['history'][-1]['train_acc'])}"),
-            ("early stopping: best epoch kept", base["val_acc"], f"epoch {base['best_epoch']}, no TTA"),
-            ("no early stopping: last epoch kept", base["last_val_acc"], f"epoch {base['epochs_run']}, no TTA")]
+             f"reference; training accuracy {pct(base['history'][-1]['train_acc'])}")]
     for name, what in ((f"{experiments.BASE}_no_normalize", "without normalisation"),
                        (f"{experiments.BASE}_no_augment", "without augmentation")):
         r = runs[name]
@@ -637,8 +682,8 @@ def trick_verdicts(rows: list[tuple[str, float, str]], noise: float) -> str:
     """One line per changed setting: its difference to the reference, and whether it exceeds seed noise."""
     reference = rows[0][1]
     lines = []
-    for name, acc, note in rows[1:]:
-        if "no TTA" in note or name == "ensemble of 1 seed":  # other figures, or the reference itself
+    for name, acc, _note in rows[1:]:
+        if name == "ensemble of 1 seed":  # the reference itself
             continue
         diff = acc - reference
         verdict = difference_verdict(diff, noise)
@@ -646,26 +691,51 @@ def trick_verdicts(rows: list[tuple[str, float, str]], noise: float) -> str:
     return "\n".join(lines)
 
 
-def matched_sentence(sweep: list[dict]) -> str:
-    """Where the VGG and MobileNet parameter ranges overlap, and each pair within 1.6x in size, compared."""
+def matched_pairs(sweep: list[dict]) -> list[tuple[dict, dict]]:
+    """(VGG, MobileNet) pairs of the short sweep within 1.6x of each other in parameters, smallest first."""
     vggs = [m for m in sweep if m["arch"] == "vgg" and m["name"] != "compact"]
     mobiles = [m for m in sweep if m["arch"] == "mobilenet" and m["name"] != "compact"]
-    lo = max(min(x["params"] for x in vggs), min(x["params"] for x in mobiles))
-    hi = min(max(x["params"] for x in vggs), max(x["params"] for x in mobiles))
-    if lo > hi:
-        return "The two families' parameter ranges do not overlap: no comparison at the same budget is possible."
     pairs = [(v, m) for v in vggs for m in mobiles
              if max(v["params"], m["params"]) / min(v["params"], m["params"]) <= 1.6]
-    lines = [f"The two families overlap between {lo:,} and {hi:,} parameters. Pairs within 1.6 times in size:",
-             ""]
-    for v, m in sorted(pairs, key=lambda p: p[0]["params"]):
-        ahead = v if v["val_acc_tta"] > m["val_acc_tta"] else m
-        lines.append(f"- {v['name']} ({v['params']:,} parameters, {pct(v['val_acc_tta'])}) against {m['name']} "
-                     f"({m['params']:,}, {pct(m['val_acc_tta'])}): {ahead['name']} ahead by "
-                     f"{100 * abs(v['val_acc_tta'] - m['val_acc_tta']):.1f} points.")
-    separable = sum(m["val_acc_tta"] > v["val_acc_tta"] for v, m in pairs)
-    lines += ["", f"The MobileNet-style network is ahead in {separable} of the {len(pairs)} pairs."]
+    return sorted(pairs, key=lambda p: p[0]["params"])
+
+
+def matched_sentence(sweep: list[dict], noise: float) -> str:
+    """Each pair of similar size compared, its margin against the seed-noise band."""
+    pairs = matched_pairs(sweep)
+    if not pairs:
+        return "The two families have no models within 1.6 times of each other in size: no comparison is possible."
+    lines = []
+    for v, m in pairs:
+        ahead = v if v["int8_val_acc_tta"] > m["int8_val_acc_tta"] else m
+        margin = abs(v["int8_val_acc_tta"] - m["int8_val_acc_tta"])
+        lines.append(f"- {v['name']} ({v['params']:,} parameters, {pct(v['int8_val_acc_tta'])}) against {m['name']} "
+                     f"({m['params']:,}, {pct(m['int8_val_acc_tta'])}): {ahead['name']} ahead by "
+                     f"{100 * margin:.1f} points, {difference_verdict(margin, noise)}.")
     return "\n".join(lines)
+
+
+def matched_answer(sweep: list[dict], noise: float) -> str:
+    """How many of the pairs of similar size each family wins beyond seed noise."""
+    pairs = matched_pairs(sweep)
+    if not pairs:
+        return "No pair of the two families is close enough in size to compare."
+    diffs = [m["int8_val_acc_tta"] - v["int8_val_acc_tta"] for v, m in pairs]
+    mobile, vgg = sum(d > noise for d in diffs), sum(d < -noise for d in diffs)
+    return (f"Of the {len(pairs)} pairs within 1.6 times of each other in parameters "
+            f"({min(v['params'] for v, _ in pairs):,} to {max(m['params'] for _, m in pairs):,}), the MobileNet-style "
+            f"network is ahead beyond seed noise in {mobile}, the VGG in {vgg}, and {len(pairs) - mobile - vgg} "
+            f"{'is' if len(pairs) - mobile - vgg == 1 else 'are'} within noise.")
+
+
+def size_answer(sweep: list[dict]) -> str:
+    """Each family's accuracy range over its widths in the short sweep."""
+    parts = []
+    for arch, name in (("vgg", "the VGG"), ("mobilenet", "the MobileNet-style network")):
+        ms = sorted((m for m in sweep if m["arch"] == arch and m["name"] != "compact"), key=lambda m: m["params"])
+        parts.append(f"{name} goes from {pct(ms[0]['int8_val_acc_tta'])} at {ms[0]['params']:,} parameters to "
+                     f"{pct(ms[-1]['int8_val_acc_tta'])} at {ms[-1]['params']:,}")
+    return capitalized("; ".join(parts))
 
 
 def per_class_caption(scores: dict) -> str:
@@ -750,6 +820,58 @@ def long_sentences(arms: dict[str, dict]) -> dict[str, str]:
             "long_ensembles": capitalized("; ".join(ensembles)) + "."}
 
 
+PROTOCOL_SENTENCE = ("With the challenge's `icml_face_data.csv`, the same builder follows DLSS's protocol: "
+                     "`--test icml_face_data.csv` scores its PrivateTest rows as the test set, and a model trained on "
+                     "that file with `train.py` holds out its PublicTest rows as validation.")
+
+
+def classification_table(scores: dict) -> str:
+    return table(["class", "precision", "recall", "F1", "support"],
+                 [[c, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}", f"{scores['f1'][i]:.3f}",
+                   scores["support"][i]] for i, c in enumerate(CLASS_NAMES)])
+
+
+def test_gap_sentence(validation: dict, test: dict) -> str:
+    """How the test set's accuracy and macro-F1 compare with validation's."""
+    gap = test["accuracy"] - validation["accuracy"]
+    return (f"Accuracy is {abs(100 * gap):.1f} points {'higher' if gap > 0 else 'lower'} than on validation, and "
+            f"macro-F1 {test['macro_f1']:.3f} against {validation['macro_f1']:.3f}.")
+
+
+HPARAMS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup", "patience", "rotate",
+           "shift", "scale", "erase", "seed", "split_seed")  # the released runs' settings the report lists
+
+
+def hparams_table(args: dict) -> str:
+    """The settings in two column pairs, so that a short table does not take a tall one's room."""
+    pairs = [[k, f"`{args[k]}`"] for k in HPARAMS if k in args]
+    half = (len(pairs) + 1) // 2
+    rows = [left + right for left, right in itertools.zip_longest(pairs[:half], pairs[half:], fillvalue=["", ""])]
+    return table(["setting", "value", "setting", "value"], rows)
+
+
+def q2_answer(arms: dict[str, dict]) -> str:
+    """HW2 question 2 in one sentence: each trick's effect in the longer ablations, with its verdict."""
+    aug, plain = arms["long"], arms["long_no_augment"]
+    diff = aug["mean"] - plain["mean"]
+    noise = 2 * float(np.sqrt(aug["std"] ** 2 / len(aug["accs"]) + plain["std"] ** 2 / len(plain["accs"])))
+    def effects(key: str, against: str) -> str:
+        return ", ".join(f"{points(a[key] - a[against])} ({difference_verdict(a[key] - a[against], 2 * a['std'])})"
+                         for a in arms.values())
+    early, ensemble = effects("kept", "last"), effects("ensemble", "mean")
+    return (f"Over {aug['epochs']} epochs augmentation {'raised' if diff > 0 else 'lowered'} held-out accuracy by "
+            f"{abs(100 * diff):.1f} points ({difference_verdict(diff, noise)}); early stopping kept an epoch "
+            f"{early} points above the last, with and without augmentation; and averaging "
+            f"{len(aug['names'])} seeds gained {ensemble} points over their mean.")
+
+
+def confusion_answer(cm: np.ndarray) -> str:
+    """HW2 question 3 in one sentence: the commonest confusions."""
+    pairs = [f"{CLASS_NAMES[t]} taken for {CLASS_NAMES[p]} ({share(f)} of {CLASS_NAMES[t]})"
+             for t, p, f in top_confusions(cm)]
+    return f"The commonest confusions are {', '.join(pairs[:-1])} and {pairs[-1]}."
+
+
 def prior_sentence(rows: list[dict]) -> str:
     """What correcting the released ensemble's decision for the class prior gains and costs."""
     plain, adjusted = (next(r for r in rows if r["model"] == "released ensemble" and r["decision"] == d)
@@ -777,8 +899,9 @@ def capitalized(text: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def report_values(results: Path, model_path: Path, name: str, student_id: str) -> dict[str, str]:
-    """Every placeholder of template.md, from results/ and the model file (its layers) alone."""
+def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> dict[str, str]:
+    """Every placeholder of the templates, from results/ and the model files (their layers) alone; fields
+    are the header's (name, student_id, department, collaborators)."""
     r = read_results(results)
     runs, ensembles, imbalance, sweep, facts = r["runs"], r["ensembles"], r["imbalance"], r["sweep"], r["facts"]
     released, clean = r["released"], r["clean"]
@@ -800,8 +923,52 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
     trials = facts["mlp_trials"]
     best_of = max(imbalance["rows"], key=lambda r: r["accuracy"]), max(imbalance["rows"], key=lambda r: r["macro_f1"])
     seconds = facts["predict_seconds"]
+    test = r["test"]
+    test_member = {name: m["accuracy"] for name, m in test["models"].items()}
+    compact_model, compact_file = load_model(RELEASED_COMPACT)
+    compact_run, compact_config = runs["compact"], compact_file["config"]
+    released_bytes = [p.stat().st_size for p in RELEASED]
+    noise = 2 * seed_std
     return {
-        "name": name, "student_id": student_id,
+        **fields,
+        "python_version": facts["versions"]["python"], "torch_version": facts["versions"]["torch"],
+        "test_rows": facts["test_rows"],
+        "test_set": test["set"], "n_test": f"{test['n']:,}",
+        "test_ensemble_acc": pct(test["ensemble"]["accuracy"]), "test_macro_f1": f"{test['ensemble']['macro_f1']:.3f}",
+        "test_ensemble_gain": f"{points(test['ensemble']['accuracy'] - max(test_member[p.name] for p in RELEASED))} "
+                              "points",
+        "test_classification_report": classification_table(test["ensemble"]),
+        "test_report_sentence": f"{capitalized(per_class_caption(test['ensemble']))} on the test set. "
+                                f"{test_gap_sentence(scores, test['ensemble'])}",
+        "protocol_sentence": PROTOCOL_SENTENCE,
+        "released_table": table(["model", "parameters", "file (bytes)", "validation", "test"],
+                                [["ensemble of the two", f"2 × {count_parameters(model):,}",
+                                  " + ".join(f"{b:,}" for b in released_bytes), pct(ensemble_acc),
+                                  pct(test["ensemble"]["accuracy"])]]
+                                + [[p.stem, f"{count_parameters(model):,}", f"{p.stat().st_size:,}",
+                                    pct(member_acc[p.name]), pct(test_member[p.name])] for p in RELEASED]),
+        "q2_answer": q2_answer(arms), "base_params": f"{base['params']:,}",
+        "imbalance_whole": ("; the short runs whose checkpoints are gone on the whole split"
+                            if any(r["faces"] == "whole split" for r in imbalance["rows"]) else ""),
+        "confusion_answer": confusion_answer(confusion_matrix(y, predicted)),
+        "mlp_depth": mlp["args"]["mlp_depth"], "mlp_hidden": mlp["args"]["hidden"], "mlp_params": f"{mlp['params']:,}",
+        "mlp_acc": pct(mlp["val_acc_tta"]),
+        "compact_bytes": f"{compact['int8_bytes']:,}", "released_bytes": " + ".join(f"{b:,}" for b in released_bytes),
+        "size_ratio": f"{sum(released_bytes) / compact['int8_bytes']:.0f}",
+        "compact_val": pct(member_acc[Path(RELEASED_COMPACT).name]),
+        "compact_test": pct(test_member[Path(RELEASED_COMPACT).name]),
+        "compact_params": f"{count_parameters(compact_model):,}", "compact_stem": compact_config["channels"][0],
+        "compact_stages": len(compact_config["channels"]), "compact_blocks": compact_config.get("blocks_per_stage", 2),
+        "compact_channels": "-".join(map(str, compact_config["channels"])),
+        "compact_last": compact_config["channels"][-1], "compact_dropout": compact_config.get("dropout", 0.2),
+        "compact_epochs": compact_run["epochs_run"], "compact_lr": compact_run["args"]["lr"],
+        "compact_alpha": compact_run["args"]["distill_alpha"],
+        "compact_hard": f"{1 - compact_run['args']['distill_alpha']:g}",
+        "compact_temperature": f"{compact_run['args']['temperature']:g}", "compact_minutes": minutes(compact_run),
+        "compact_layer_table": table(["layer", "type", "output shape", "parameters"], layer_table(compact_model)),
+        "n_sizes": " and ".join(sorted({str(sum(m["arch"] == a and m["name"] != "compact" for m in sweep))
+                                         for a in ("vgg", "mobilenet")})),
+        "size_answer": size_answer(sweep), "matched_answer": matched_answer(sweep, noise),
         "val_share": f"{100 * SPLIT['val_fraction']:.0f} %", "n_val": f"{released['n_val']:,}",
         "split_seed": SPLIT["seed"],
         "released_epochs": s0["epochs_run"], "released_minutes": f"{minutes(s0)} and {minutes(s1)}",
@@ -814,11 +981,10 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
         "leak_points": f"{100 * (released['ensemble']['all'] - ensemble_acc):.1f}",
         "n_rechecked": len(rechecked), "rechecked": ", ".join(m["name"] for m in rechecked),
         "recheck_sentence": recheck_sentence(rechecked, seed_std),
-        "runs_table": table(["run", "split", "parameters", "epochs run", "best epoch", "held-out (no TTA)",
-                             "held-out", "wall time", "device"],
-                            [[n, SPLIT_NAMES[r["split"]], f"{r['params']:,}", r["epochs_run"], r["best_epoch"],
-                              pct(r["val_acc"]), pct(r["val_acc_tta"]), minutes(r),
-                              r["device"] + (" bf16" if r["bf16"] else "")] for n, r in runs.items()]),
+        "runs_table": table(["run", "split", "parameters", "best epoch / run", "held-out, no TTA", "held-out",
+                             "wall time"],
+                            [[n, SPLIT_NAMES[r["split"]], f"{r['params']:,}", f"{r['best_epoch']} / {r['epochs_run']}",
+                              pct(r["val_acc"]), pct(r["val_acc_tta"]), minutes(r)] for n, r in runs.items()]),
         "long_schedule": " ".join(experiments.LONG), "long_epochs": arms["long"]["epochs"],
         "long_n_val": f"{r['long']['n_val']:,}", "long_n_seeds": len(experiments.LONG_SEEDS),
         "long_with_copy": r["long"]["n_val_with_copy"],
@@ -834,10 +1000,7 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
         "resolutions": " → ".join(str(48 >> i) for i in range(len(config["channels"]) + 1)),
         "last_grid": 48 >> (len(config["channels"]) - 1),  # the last stage's convolutions, before its pooling
         "stage_dropout": config["stage_dropout"], "dropout": config["dropout"], "n_train": f"{facts['n_train']:,}",
-        "hparams_table": table(["setting", "value"], [[k, f"`{s0['args'][k]}`"] for k in
-                               ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup",
-                                "patience", "rotate", "shift", "scale", "erase", "seed", "split_seed")
-                               if k in s0["args"]]),
+        "hparams_table": hparams_table(s0["args"]),
         "base": experiments.BASE, "n_seeds": len(seed_accs), "seed_accs": ", ".join(pct(a) for a in seed_accs),
         "seed_std": f"{100 * seed_std:.2f}", "noise_band": f"{200 * seed_std:.1f}",
         "tricks_table": table(["setting", "held-out accuracy", "note"], [[n, pct(a), note] for n, a, note in tricks]),
@@ -879,10 +1042,7 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
                                 "with flip TTA." for n, r in (("vgg_cpu_s0", s0), ("vgg_cpu_s1", s1))),
         "macro_f1": f"{scores['macro_f1']:.3f}", "per_class_caption": per_class_caption(scores),
         "saliency_sentence": saliency_sentence(facts["saliency_bands"]),
-        "classification_report": table(["class", "precision", "recall", "F1", "support"],
-                                       [[c, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}",
-                                         f"{scores['f1'][i]:.3f}", scores["support"][i]]
-                                        for i, c in enumerate(CLASS_NAMES)]),
+        "classification_report": classification_table(scores),
         "map_model": model_path.name,
         "saliency_table": table(["band", "share of saliency", "share of the face"],
                                 [[b, share(v), share((BANDS[b][1] - BANDS[b][0]) / 48)]
@@ -894,34 +1054,53 @@ def report_values(results: Path, model_path: Path, name: str, student_id: str) -
                                pct(m["val_acc_tta"]), pct(m["int8_val_acc_tta"]),
                                f"{runs[m['name']]['epochs_run']}{', distilled' if m['name'] == 'compact' else ''}"]
                               for m in sweep]),
-        "compact_table": table(["model", "parameters", "file (bytes)", "held-out, duplicate-free",
-                                f"hw2_test.sh on {facts['test_rows']} test faces"],
+        "compact_table": table(["model", "parameters", "file (bytes)", "validation", "test",
+                                f"predicting {facts['test_rows']} faces"],
                                [["released ensemble (2 VGGs, fp16 files)", f"2 × {count_parameters(model):,}",
-                                 f"2 × {model_path.stat().st_size:,}", pct(ensemble_acc),
-                                 f"{seconds['ensemble']:.1f} s"],
+                                 " + ".join(f"{b:,}" for b in released_bytes), pct(ensemble_acc),
+                                 pct(test["ensemble"]["accuracy"]), f"{seconds['ensemble']:.1f} s"],
                                 [f"one VGG ({model_path.name})", f"{count_parameters(model):,}",
                                  f"{model_path.stat().st_size:,}", pct(member_acc[model_path.name]),
-                                 f"{seconds['single']:.1f} s"],
+                                 pct(test_member[model_path.name]), f"{seconds['single']:.1f} s"],
                                 ["compact.q8 (MobileNet, int8)", f"{compact['params']:,}", f"{compact['int8_bytes']:,}",
-                                 pct(member_acc[Path(RELEASED_COMPACT).name]), f"{seconds['compact']:.1f} s"]]),
-        "matched_sentence": matched_sentence(sweep),
+                                 pct(member_acc[Path(RELEASED_COMPACT).name]),
+                                 pct(test_member[Path(RELEASED_COMPACT).name]), f"{seconds['compact']:.1f} s"]]),
+        "matched_sentence": matched_sentence(sweep, noise),
         "layer_table": table(["layer", "type", "output shape", "parameters"], layer_table(model)),
     }
 
 
-def render(results: Path, model_path: Path, name: str = BLANK, student_id: str = BLANK) -> str:
-    """report.md's text: template.md filled from results/ (and the model file's layers), nothing else."""
-    return TEMPLATE.read_text().format_map(report_values(results, model_path, name, student_id))
+def render(report: str, results: Path, model_path: Path, fields: dict[str, str] | None = None) -> str:
+    """A report's markdown: its template filled from results/ (and the model files' layers), nothing else."""
+    values = report_values(results, model_path, {**HEADER, **(fields or {})})
+    return (TEMPLATES / f"{report}.md").read_text().format_map(values)
 
 
-def build(results: Path, data: Path, out: Path, best_model: Path, name: str = BLANK, student_id: str = BLANK) -> Path:
-    """Every figure, then report.md (+ report.pdf), in out."""
+def check_layout(report: str, layout: dict) -> None:
+    """Warn where a report runs past its assignment's page limits."""
+    limits = PAGE_LIMITS.get(report, {})
+    for heading, page in layout["headings"].items():
+        for prefix, last_page in limits.items():
+            if heading.startswith(prefix) and page > last_page:
+                print(f"warning: {report}.pdf: '{heading}' starts on page {page}, after page {last_page}")
+    if "total" in limits and layout["pages"] > limits["total"]:
+        print(f"warning: {report}.pdf: {layout['pages']} pages, over {limits['total']}")
+
+
+def build(results: Path, data: Path, out: Path, best_model: Path, fields: dict[str, str] | None = None) -> list[Path]:
+    """Every figure, then each report's markdown and PDF, in out."""
     out.mkdir(parents=True, exist_ok=True)
     make_figures(results, data, out, best_model)
-    with atomic_write(out / "report.md", "w") as f:
-        f.write(render(results, best_model, name, student_id))
-    markdown_to_pdf(out / "report.md", out / "report.pdf")
-    return out / "report.md"
+    written = []
+    for report in REPORTS:
+        md = out / f"{report}.md"
+        with atomic_write(md, "w") as f:
+            f.write(render(report, results, best_model, fields))
+        layout = markdown_to_pdf(md, md.with_suffix(".pdf"))
+        check_layout(report, layout)
+        print(f"{md.with_suffix('.pdf')}: {layout['pages']} pages")
+        written.append(md)
+    return written
 
 
 def main() -> None:
@@ -930,8 +1109,13 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=HERE / "results", help="the logged results to build from")
     p.add_argument("--out", type=Path, default=HERE, help="where report.md, report.pdf and the figures go")
     p.add_argument("--model", type=Path, default=RELEASED[0], help="the model of the layer table and the maps")
-    p.add_argument("--name", default=BLANK, help="the student's name, for the header")
-    p.add_argument("--student-id", default=BLANK, help="the student ID, for the header")
+    p.add_argument("--name", default=BLANK, help="the student's name, for each header")
+    p.add_argument("--student-id", default=BLANK, help="the student ID, for each header")
+    p.add_argument("--department", default=BLANK, help="department and year, for the HW2 header")
+    p.add_argument("--collaborators", default=HEADER["collaborators"], help="for the HW2 header")
+    p.add_argument("--test", type=Path, default=TEST, help="the test file for --collect: an id,feature file "
+                   "(labelled by --test-labels) or a challenge file whose PrivateTest rows are the test set")
+    p.add_argument("--test-labels", type=Path, default=PUBLIC_LABELS, help="id,label of the test file's labelled rows")
     p.add_argument("--collect", action="store_true", help="first summarise runs/ into --results")
     p.add_argument("--rerun", action="store_true", help="first train the runs that runs/ lacks, then collect")
     args = p.parse_args()
@@ -947,8 +1131,12 @@ def main() -> None:
         groups = duplicate_groups(faces.images)
         collect(faces, groups, args.results)
         collect_facts(faces, groups, args.results, args.model)
-    path = build(args.results, args.data, args.out, args.model, args.name, args.student_id)
-    print(f"wrote {path}, {path.with_suffix('.pdf')} and {len(FIGURES)} figures in {time.time() - start:.0f}s")
+        collect_test(args.test, args.test_labels, args.results)
+    fields = {"name": args.name, "student_id": args.student_id, "department": args.department,
+              "collaborators": args.collaborators}
+    paths = build(args.results, args.data, args.out, args.model, fields)
+    print(f"wrote {', '.join(p.name for p in paths)}, their PDFs and {len(FIGURES)} figures in "
+          f"{time.time() - start:.0f}s")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from conftest import ROOT, pixel_strings, synthetic_faces, write_csv, write_trai
 sys.path.insert(0, str(ROOT / "report"))
 
 import make_report
+from md2pdf import markdown_to_pdf
 
 from dataset import CLASS_NAMES, duplicate_groups, read_faces, train_val_split
 from model import atomic_save, build_model, make_checkpoint
@@ -22,7 +23,8 @@ def fake_run(params: int, epochs: int, peak: float, rng: np.random.Generator) ->
                for e in range(1, epochs + 1)]
     best = max(history, key=lambda h: h["val_acc"])
     return {"params": params, "device": "cpu", "bf16": True, "git_commit": "abc", "split": "stratified",
-            "args": {"epochs": epochs, "lr": 0.05, "dropout": 0.5, "batch_size": 256},
+            "args": {"epochs": epochs, "lr": 0.05, "dropout": 0.5, "batch_size": 256, "distill_alpha": 0.8,
+                     "temperature": 4.0, "no_augment": False, "hidden": 16, "mlp_depth": 2},
             "best_epoch": best["epoch"], "epochs_run": epochs, "val_acc": best["val_acc"],
             "val_acc_tta": best["val_acc"] + 0.005, "last_val_acc": history[-1]["val_acc"], "wall_seconds": 60.0 * epochs,
             "history": history}
@@ -72,7 +74,14 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
              "predict_seconds": {"ensemble": 2.0, "single": 1.0, "compact": 0.5},
              "mlp_trials": {"a": {"no_augment": True, "lr": 0.02, "epochs": 3, "val_acc": 0.4},
                             "b": {"no_augment": False, "lr": 0.02, "epochs": 3, "val_acc": 0.3}}}
+    facts["versions"] = {"python": "3.11.7", "torch": "2.14.1"}
     (results / "facts.json").write_text(json.dumps(facts))
+    test_labels = rng.integers(0, 7, 40)
+    scores = make_report.per_class_scores(test_labels, np.where(rng.random(40) < 0.6, test_labels, 0))
+    (results / "test.json").write_text(json.dumps({"set": "the public half of `test.csv` (40 faces)", "n": 40,
+                                                   "ensemble": scores,
+                                                   "models": {n: scores for n in ("vgg_cpu_s0.pt", "vgg_cpu_s1.pt",
+                                                                                  "compact.q8", "model.pt")}}))
     config = {"arch": "vgg", "channels": [4, 8, 8, 8], "convs_per_stage": 2, "hidden": 8, "dropout": 0.4,
               "stage_dropout": 0.1}
     model = tmp_path / "model.pt"
@@ -80,42 +89,93 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
     return results, data, model
 
 
-def test_the_builder_writes_every_figure_and_section(tmp_path: Path) -> None:
+HEADINGS = {"hw2": [f"## Question {q}" for q in range(1, 6)] + ["## Appendix A.", "## Appendix B.", "## Appendix C."],
+            "dlss": [f"## Task {t}." for t in (1, 2, 3)] + [f"## Bonus {b}." for b in (1, 2, 3)],
+            "hw8": [f"## Question {q}." for q in (1, 2, 3)]}
+
+
+def test_the_builder_writes_every_figure_and_report(tmp_path: Path) -> None:
     results, data, model = synthetic_results(tmp_path)
     out = tmp_path / "report"
-    make_report.build(results, data, out, model, name="Ada Lovelace", student_id="B12345678")
+    fields = {"name": "Ada Lovelace", "student_id": "B12345678", "department": "CSIE, year 3",
+              "collaborators": "Grace Hopper"}
+    make_report.build(results, data, out, model, fields)
     for name in make_report.FIGURES:
         assert (out / name).stat().st_size > 1000, name
-    text = (out / "report.md").read_text()
-    assert "Name: Ada Lovelace · Student ID: B12345678" in text
-    for section in range(1, 11):
-        assert f"## {section}. " in text
-    assert "## Appendix A." in text
-    captions = [int(line.split()[1].rstrip(".")) for line in text.splitlines() if line.startswith("*Figure ")]
-    assert captions == list(range(1, len(make_report.FIGURES) + 1))  # one numbered caption per figure
-    for link in [line[line.index("(") + 1:-1] for line in text.splitlines() if line.startswith("![")]:
-        assert (out / link).exists(), link
-    assert "{" not in text and "nan" not in text
-    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+    used = set()
+    for report in make_report.REPORTS:
+        text = (out / f"{report}.md").read_text()
+        assert "Student ID: B12345678" in text and "Ada Lovelace" in text, report
+        lines = text.splitlines()
+        assert [h for h in lines if h.startswith("## ")] == [
+            next(line for line in lines if line.startswith(h)) for h in HEADINGS[report]]  # in order, none missing
+        for kind in ("Figure", "Table"):  # numbered from 1 in each report, each cited in its text
+            numbers = [int(line.split()[1].rstrip(".")) for line in lines if line.startswith(f"*{kind} ")]
+            assert numbers == list(range(1, len(numbers) + 1)), (report, kind)
+            body = "\n".join(line for line in lines if not line.startswith(("*Figure", "*Table")))
+            assert all(f"{kind} {n}" in body for n in numbers), (report, kind)
+        links = [line[line.index("(") + 1:-1] for line in lines if line.startswith("![")]
+        used.update(links)
+        assert "{" not in text and "nan" not in text, report
+        assert (out / f"{report}.pdf").read_bytes().startswith(b"%PDF")
+    assert used == set(make_report.FIGURES)  # every figure in some report
+    hw2 = (out / "hw2.md").read_text()
+    assert "Department/year: CSIE, year 3" in hw2 and "Collaborators: Grace Hopper" in hw2
+    assert hw2.index("Collaborators") < hw2.index("## Question 1")
 
 
-def test_the_committed_report_is_its_results_rendered_byte_for_byte() -> None:
-    """report.md is template.md filled from report/results/ and the released model: nothing typed in by hand."""
-    text = make_report.render(ROOT / "report" / "results", make_report.RELEASED[0])
-    assert text == (ROOT / "report" / "report.md").read_text()
+@pytest.mark.parametrize("report", make_report.REPORTS)
+def test_each_committed_report_is_its_results_rendered_byte_for_byte(report: str) -> None:
+    """Each report's markdown is its template filled from report/results/ and the released models: nothing
+    typed in by hand."""
+    text = make_report.render(report, ROOT / "report" / "results", make_report.RELEASED[0])
+    assert text == (ROOT / "report" / f"{report}.md").read_text()
 
 
-def test_the_same_budget_comparison_needs_overlapping_ranges() -> None:
+def test_the_dlss_report_keeps_its_page_limits(tmp_path: Path) -> None:
+    """Tasks 1-3 within 3 pages, the bonus tasks within 1.5 more, as the committed markdown lays out."""
+    md = tmp_path / "dlss.md"
+    md.write_text((ROOT / "report" / "dlss.md").read_text())
+    for figure in make_report.FIGURES:
+        (tmp_path / figure).write_bytes((ROOT / "report" / figure).read_bytes())
+    layout = markdown_to_pdf(md, tmp_path / "dlss.pdf")
+    tasks = [p for h, p in layout["headings"].items() if h.startswith("Task")]
+    bonus = [p for h, p in layout["headings"].items() if h.startswith("Bonus")]
+    assert len(tasks) == 3 and len(bonus) == 3
+    assert max(tasks) <= 3 and min(bonus) <= 4 and layout["pages"] <= 4.5
+
+
+def test_the_same_budget_comparison_counts_only_margins_beyond_seed_noise() -> None:
     def entry(arch: str, params: int, acc: float) -> dict:
-        return {"name": f"{arch}{params}", "arch": arch, "params": params, "val_acc_tta": acc}
+        return {"name": f"{arch}{params}", "arch": arch, "params": params, "int8_val_acc_tta": acc}
     apart = [entry("vgg", 100_000, 0.5), entry("mobilenet", 20_000, 0.4)]
-    assert "do not overlap" in make_report.matched_sentence(apart)
-    overlapping = [*apart, entry("vgg", 30_000, 0.45), entry("mobilenet", 120_000, 0.52)]
-    text = make_report.matched_sentence(overlapping)
-    assert "overlap between 30,000 and 100,000" in text
-    assert "vgg100000 (100,000 parameters, 50.00 %) against mobilenet120000" in text and "mobilenet120000 ahead" in text
-    assert "vgg30000 (30,000 parameters, 45.00 %) against mobilenet20000" in text
-    assert "ahead in 1 of the 2 pairs" in text
+    assert "no models within 1.6 times" in make_report.matched_sentence(apart, 0.02)
+    overlapping = [*apart, entry("vgg", 30_000, 0.45), entry("mobilenet", 120_000, 0.51)]
+    text = make_report.matched_sentence(overlapping, 0.02)
+    assert "vgg100000 (100,000 parameters, 50.00 %) against mobilenet120000" in text
+    assert "mobilenet120000 ahead by 1.0 points, within seed noise" in text
+    assert "vgg30000 ahead by 5.0 points, beyond seed noise" in text
+    answer = make_report.matched_answer(overlapping, 0.02)
+    assert "the MobileNet-style network is ahead beyond seed noise in 0, the VGG in 1, and 1 is within noise" in answer
+
+
+def test_the_test_set_is_the_labelled_ids_or_the_private_test_rows(tmp_path: Path) -> None:
+    images, labels = synthetic_faces(12)
+    pixels = pixel_strings(images)
+    test = write_csv(tmp_path / "test.csv", "id,feature", [f"{i + 100},{p}" for i, p in enumerate(pixels)])
+    ids = tmp_path / "labels.csv"
+    ids.write_text("id,label\n" + "".join(f"{i},{y}\n" for i, y in ((105, 3), (101, 6))))
+    x, y, what = make_report.test_set(test, ids)
+    assert y.tolist() == [3, 6] and torch.equal(x, torch.from_numpy(images[[5, 1]]).view(-1, 1, 48, 48))
+    assert "2 faces, ids 101..105" in what
+    usage = ["Training", "PublicTest", "PrivateTest"] * 4
+    icml = write_csv(tmp_path / "icml.csv", "emotion, Usage, pixels",
+                     [f"{y}, {u}, {p}" for y, u, p in zip(labels, usage, pixels, strict=True)])
+    x, y, what = make_report.test_set(icml, ids)
+    assert y.tolist() == labels[2::3].tolist() and "4 PrivateTest rows" in what
+    ids.write_text("id,label\n999,1\n")
+    with pytest.raises(SystemExit, match="id 999 is not in"):
+        make_report.test_set(test, ids)
 
 
 def test_per_class_scores_on_a_known_case() -> None:
