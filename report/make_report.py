@@ -1043,6 +1043,8 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
         "disgust_count": f"{counts[1]:,}", "disgust_share": share(counts[1] / counts.sum()),
         "happy_share": share(counts[3] / counts.sum()),
         "imbalance_tables": imbalance_tables(imbalance["rows"], 4),
+        "imbalance_refs": "Tables 4 and 5" if len(by_faces(imbalance["rows"])) == 2 else "Table 4",
+        **{key: 4 + len(by_faces(imbalance["rows"])) + i for i, key in enumerate(("t_layers", "t_short", "t_runs"))},
         "prior_sentence": prior_sentence(imbalance["rows"]),
         "best_decision": best_decisions(imbalance["rows"], 4),
         "cnn_mlp_table": table(["model", "parameters", "held-out", "train acc, last epoch"],
