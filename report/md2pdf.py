@@ -26,7 +26,7 @@ TABLE = 8.0  # points: the smallest size a table is set in, readable in print
 CHAR = 0.54  # ems per character of the sans font, on average: how text is wrapped
 TABLE_CHAR = 0.62  # ems per character in a table cell: digits are wider than the average letter
 KEEP_WHOLE = 3.5  # inches: a table up to this tall is kept on one page; a longer one flows on to the next
-KEEP_NEXT = 2.5  # inches: at most this much of what follows a heading must fit on its page
+KEEP_NEXT = 1.5  # inches: at most this much of what follows a heading must fit on its page
 MIN_SCALE = 0.7  # a figure may shrink this far to stay on a page whose remaining space is too short for it
 
 
