@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -231,3 +232,12 @@ def test_held_out_faces_with_a_copy_in_training_are_told_apart(tmp_path: Path) -
     held.scored[model] = np.eye(7)[np.where(held.clean, held.labels, (held.labels + 1) % 7)]  # right only where clean
     assert held.accuracy(model, clean=True) == 1.0
     assert held.accuracy(model) == pytest.approx(held.clean.mean())
+
+
+def test_every_value_the_builder_computes_has_its_place_in_a_template() -> None:
+    """No figure is computed for a report and then left out of all three, and every placeholder has a value."""
+    values = make_report.report_values(ROOT / "report" / "results", make_report.RELEASED[0], make_report.HEADER)
+    used = set()
+    for report in make_report.REPORTS:
+        used |= set(re.findall(r"{(\w+)}", (make_report.TEMPLATES / f"{report}.md").read_text()))
+    assert set(values) == used
