@@ -826,11 +826,6 @@ def long_sentences(arms: dict[str, dict]) -> dict[str, str]:
             "long_ensembles": capitalized("; ".join(ensembles)) + "."}
 
 
-PROTOCOL_SENTENCE = ("With the challenge's `icml_face_data.csv`, the same builder follows DLSS's protocol: "
-                     "`--test icml_face_data.csv` scores its PrivateTest rows as the test set, and a model trained on "
-                     "that file with `train.py` holds out its PublicTest rows as validation.")
-
-
 def classification_table(scores: dict) -> str:
     return table(["class", "precision", "recall", "F1", "support"],
                  [[c, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}", f"{scores['f1'][i]:.3f}",
@@ -977,7 +972,6 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
         "test_classification_report": classification_table(test["ensemble"]),
         "test_report_sentence": f"{capitalized(per_class_caption(test['ensemble']))} on the test set. "
                                 f"{test_gap_sentence(scores, test['ensemble'])}",
-        "protocol_sentence": PROTOCOL_SENTENCE,
         "released_table": table(["model", "parameters", "file (bytes)", "validation", "test"],
                                 [["ensemble of the two", f"2 × {count_parameters(model):,}",
                                   " + ".join(f"{b:,}" for b in released_bytes), pct(ensemble_acc),
