@@ -1,6 +1,6 @@
 """Speed figures on the real data: CSV loading and end-to-end prediction (start-up included).
 
-  python bench/speed.py [--data ../shared/fer2013] [--repeats 3] [--model PATH ...]
+  python bench/speed.py [--data ../shared/fer2013] [--repeats 3] [--model PATH ... | --best] [--tta VIEWS]
 
 Prints one line per figure; prediction runs as a user runs it (a fresh `python predict.py` process),
 and the submissions of all repeats are compared byte for byte.
@@ -19,6 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_faces  # noqa: E402
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what sets this CPU's convolution speed
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of SPEED_FLAGS it has, to print beside every timing."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    has = [f for f in SPEED_FLAGS if f in flags]
+    return f"{fields.get('model name', 'unknown CPU')}, flags: {' '.join(has) or 'none of ' + ' '.join(SPEED_FLAGS)}"
 
 
 def time_load(path: Path, repeats: int) -> list[float]:
@@ -54,18 +66,20 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "fer2013")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--model", action="append", default=[], help="default: predict.py's released weights")
-    p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--best", action="store_true", help="predict.py --best: every member, its ten views")
+    p.add_argument("--tta", choices=["none", "flip", "crops"], help="default: predict.py's")
     args = p.parse_args()
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}; "
+          f"{cpu_description()}")
     print(f"load train.csv.gz (28,709 rows): {summary(time_load(args.data / 'train.csv.gz', args.repeats))}")
     print(f"load test.csv.gz (7,178 rows): {summary(time_load(args.data / 'test.csv.gz', args.repeats))}")
-    extra = ["--no-tta"] if args.no_tta else []
+    extra = (["--best"] if args.best else []) + (["--tta", args.tta] if args.tta else [])
     seconds, digests = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra)
-    models = ", ".join(args.model) or "released weights"
-    tta = "no TTA" if extra else "flip TTA"
-    print(f"predict test.csv.gz ({models}, {tta}), wall incl. start-up: {summary(seconds)}")
+    models = ", ".join(args.model) or ("--best" if args.best else "released weights")
+    print(f"predict test.csv.gz ({models}, {' '.join(extra) or 'default views'}), wall incl. start-up: "
+          f"{summary(seconds)}")
     print(f"byte-identical submissions across {args.repeats} runs: {len(digests) == 1}")
 
 

@@ -12,8 +12,8 @@ from dataset import read_faces
 from model import atomic_save, build_model, make_checkpoint
 
 
-def save_model(path: Path, seed: int) -> Path:
-    config = {"arch": "vgg", "channels": [8, 16], "hidden": 16, "mean": 0.4, "std": 0.25}
+def save_model(path: Path, seed: int, side: int = 48) -> Path:
+    config = {"arch": "vgg", "channels": [8, 16], "hidden": 16, "mean": 0.4, "std": 0.25, "side": side}
     torch.manual_seed(seed)
     atomic_save(make_checkpoint(build_model(config).eval(), config), path)
     return path
@@ -73,6 +73,32 @@ def test_a_crop_model_sees_the_centre_crop_or_averages_ten_views(test_csv: Path)
     ten = sum(model(v).softmax(1) for c in [x[:, :, t:t + 40, s:s + 40] for t, s in
                                              [(4, 4), (0, 0), (0, 8), (8, 0), (8, 8)]] for v in (c, c.flip(3))) / 10
     assert torch.allclose(predict.predict_proba(model, images, tta="crops"), ten, atol=1e-6)
+
+
+def test_best_is_the_ensemble_of_every_released_member(tmp_path: Path, test_csv: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    members = [str(save_model(tmp_path / f"m{i}.pt", seed=i, side=side)) for i, side in enumerate((40, 48, 48))]
+    monkeypatch.setattr(predict, "RELEASED_BEST", members)
+    predict.main([str(test_csv), str(tmp_path / "best.csv"), "--best"])
+    predict.main([str(test_csv), str(tmp_path / "same.csv"), *[f for m in members for f in ("--model", m)]])
+    predict.main([str(test_csv), str(tmp_path / "two.csv"), "--model", members[0], "--model", members[1]])
+    best = (tmp_path / "best.csv").read_bytes()
+    assert best == (tmp_path / "same.csv").read_bytes() and best != (tmp_path / "two.csv").read_bytes()
+
+
+def test_best_names_every_released_vgg() -> None:
+    manifest = (ROOT / "weights" / "MANIFEST").read_text().splitlines()
+    released = {line.split()[0] for line in manifest if line.startswith("vgg_")}
+    assert sorted(Path(m).name for m in predict.RELEASED_BEST) == sorted(released)
+    assert set(predict.RELEASED_ENSEMBLE) < set(predict.RELEASED_BEST)
+
+
+def test_best_and_model_together_is_a_usage_error(tmp_path: Path, test_csv: Path, models: list[str],
+                                                 capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(test_csv), str(tmp_path / "pred.csv"), "--best", "--model", models[0]])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "pred.csv").exists()
 
 
 def test_output_is_byte_identical_across_runs(tmp_path: Path, test_csv: Path, models: list[str]) -> None:
