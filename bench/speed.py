@@ -77,9 +77,8 @@ def main() -> None:
     print(f"load test.csv.gz (7,178 rows): {summary(time_load(args.data / 'test.csv.gz', args.repeats))}")
     extra = (["--best"] if args.best else []) + (["--tta", args.tta] if args.tta else [])
     seconds, digests = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra)
-    models = ", ".join(args.model) or ("--best" if args.best else "released weights")
-    print(f"predict test.csv.gz ({models}, {' '.join(extra) or 'default views'}), wall incl. start-up: "
-          f"{summary(seconds)}")
+    models = ", ".join(args.model) or ("--best: every released VGG" if args.best else "released weights")
+    print(f"predict test.csv.gz ({models}, {args.tta or 'flip'} views), wall incl. start-up: {summary(seconds)}")
     print(f"byte-identical submissions across {args.repeats} runs: {len(digests) == 1}")
 
 
