@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_faces  # noqa: E402
+from predict import TTA_VIEWS  # noqa: E402
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what sets this CPU's convolution speed
 
@@ -66,8 +67,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "fer2013")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--model", action="append", default=[], help="default: predict.py's released weights")
-    p.add_argument("--best", action="store_true", help="predict.py --best: every member, its ten views")
-    p.add_argument("--tta", choices=["none", "flip", "crops"], help="default: predict.py's")
+    p.add_argument("--best", action="store_true", help="predict.py --best: every released VGG")
+    p.add_argument("--tta", choices=TTA_VIEWS, help="default: predict.py's")
     args = p.parse_args()
     import torch
 
