@@ -152,13 +152,14 @@ def compact_sweep_entry(name: str, checkpoint: Path, held: HeldOut, tmp: Path) -
 
 GPU_RUNS = ROOT / "runs" / "gpu"  # the GPU suite's histories, unpacked from its logs.tar.gz
 CPU_RECIPE_RUNS = ROOT / "runs" / "cpu_recipe"  # the CPU recipe search's proxy runs (bench/cpu_recipe.py)
+CPU_LONG_RUNS = sorted((ROOT / "runs").glob("cpu[0-9]*"))  # its full-length runs, one folder per session
 SWEEP = ["vgg4", "vgg6", "vgg8", "vgg12", "vgg16", "mobilenet8", "mobilenet16", "mobilenet24",
          "mobilenet32"]  # the size sweep: both families, their parameter ranges overlapping
 
 
 def collect_runs(results: Path) -> None:
-    """results/runs.json: a summary of every finished history, the GPU suite's (runs/gpu/**) and the CPU recipe
-    search's (runs/cpu_recipe/) included."""
+    """results/runs.json: a summary of every finished history, the GPU suite's (runs/gpu/**), the CPU recipe
+    search's (runs/cpu_recipe/) and its full-length runs (runs/cpu2/, runs/cpu3/, ...) included."""
     runs = {name: summarize_history(base.with_suffix(".json")) for name, base in BEST.items()}
     for name in experiments.EXPERIMENTS:
         if experiments.finished(name):
@@ -166,7 +167,7 @@ def collect_runs(results: Path) -> None:
     for name, base in COMPACT_RUNS.items():
         if experiments.finished(base.name, base.parent):
             runs[name] = summarize_history(base.with_suffix(".json"))
-    for folder in (GPU_RUNS, CPU_RECIPE_RUNS):
+    for folder in (GPU_RUNS, CPU_RECIPE_RUNS, *CPU_LONG_RUNS):
         for history in sorted(folder.rglob("*.json")):
             h = json.loads(history.read_text())
             if isinstance(h, dict) and h.get("finished") and "history" in h:
