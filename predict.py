@@ -22,11 +22,12 @@ HERE = Path(__file__).resolve().parent
 # The released ensemble (weights/MANIFEST), hw2_test.sh's default: the two cpu-preset seeds.
 RELEASED_ENSEMBLE = [str(HERE / "weights" / f"vgg_cpu_s{seed}.pt") for seed in (0, 1)]
 RELEASED_COMPACT = str(HERE / "weights" / "compact.q8")  # the int8 MobileNet, distilled from the ensemble
-# --best: every released VGG, the pair above and the CPU recipe's members (docs/training.md: a VGG on 40-px crops,
-# one on whole faces, both on the grouped split, so that the two have an honest held-out figure of their own), stored
-# as int8 (tools/quantize.py) so that the tracked tree and the GPU data pack fit one device call (docs/gpu.md).
-# Flip TTA: the five crops scored below flip for the crop-trained member on the held-out split (runs/cpu3/heldout.log).
-RELEASED_BEST = RELEASED_ENSEMBLE + [str(HERE / "weights" / name) for name in ("vgg_crop40_s0.q8", "vgg_full48_s0.q8")]
+# --best: every released VGG, the pair above and the CPU recipe's members (docs/training.md: VGGs on 40-px crops, one
+# deeper and narrower, and one on whole faces, all on the grouped split, so that they have an honest held-out figure of
+# their own), stored as int8 (tools/quantize.py) so that the tracked tree and the GPU data pack fit one device call
+# (docs/gpu.md). Flip TTA: the five crops scored below flip for a crop-trained member on the held-out split.
+MEMBERS = ["vgg_crop40_s0.q8", "vgg_full48_s0.q8", "vgg_deep40_s0.q8"]
+RELEASED_BEST = RELEASED_ENSEMBLE + [str(HERE / "weights" / name) for name in MEMBERS]
 # Small batches stay in the CPU cache: 32 was among the fastest for both the VGG and the compact net on
 # the 2-core dev machine (runs/batch_size.log); at 64 the compact net's test set took 2.7x as long.
 BATCH_SIZE = 32

@@ -15,6 +15,7 @@ and maps). --collect keeps a results file whose checkpoints are gone (runs/**/*.
 
 import argparse
 import csv
+import io
 import itertools
 import json
 import platform
@@ -312,9 +313,16 @@ def write_json(obj: object, path: Path) -> None:
 # ---------------------------------------------------------------- figures
 
 def save(fig: plt.Figure, path: Path) -> None:
+    """A PNG, in 256 colours where that is smaller: colour-mapped figures take a third of the bytes, which the
+    tracked tree needs to leave room for the GPU data pack beside it in one device call (docs/gpu.md)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    full = io.BytesIO()
+    fig.savefig(full, dpi=110, format="png")
     plt.close(fig)
+    palette = io.BytesIO()
+    Image.open(full).convert("RGB").quantize(256).save(palette, format="png", optimize=True)
+    with atomic_write(path, "wb") as f:
+        f.write(min(full.getvalue(), palette.getvalue(), key=len))
 
 
 def plot_class_counts(labels: np.ndarray, path: Path) -> np.ndarray:
