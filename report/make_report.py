@@ -313,7 +313,7 @@ def write_json(obj: object, path: Path) -> None:
 # ---------------------------------------------------------------- figures
 
 def save(fig: plt.Figure, path: Path) -> None:
-    """A PNG, in 256 colours where that is smaller: colour-mapped figures take a third of the bytes, which the
+    """A PNG, in 256 colours where that is smaller (colour-mapped figures shrink the most): bytes that the
     tracked tree needs to leave room for the GPU data pack beside it in one device call (docs/gpu.md)."""
     fig.tight_layout()
     full = io.BytesIO()
