@@ -14,7 +14,7 @@ def test_runs_are_skipped_once_finished_and_tabled_with_their_own_tta(tmp_path: 
     csv = write_train_csv(tmp_path / "train.csv", n=280)
     monkeypatch.setattr(cpu_recipe, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(cpu_recipe, "PROXY", ["--epochs", "2", "--channels", "4,8", "--hidden", "8"])
-    monkeypatch.setattr(cpu_recipe, "RECIPES", {"base": [], "crop40": ["--crop", "40"]})
+    monkeypatch.setattr(cpu_recipe, "RECIPES", {name: cpu_recipe.RECIPES[name] for name in ("base", "crop40")})
     argv = [str(csv), "--only", "base", "crop40", "--seeds", "0"]
     cpu_recipe.main(argv)
     assert (tmp_path / "runs" / "crop40_s0.log").read_text().startswith("$ ") and cpu_recipe.finished("base_s0", tmp_path / "runs")
