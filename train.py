@@ -46,6 +46,7 @@ from model import (
     build_model,
     count_parameters,
     fp32_state,
+    fuse_for_inference,
     git_commit,
     load_checkpoint,
     load_model,
@@ -103,6 +104,8 @@ HPARAMS = {
     "cutmix": 0.0,  # likewise, pasting a box of another face; 0: off
     # distillation (Hinton et al. 2015)
     "teacher": "", "teacher_cache": "",
+    "distill": "fixed",  # fixed: the teachers' flip-view predictions on each whole face, computed once (cheap);
+    # consistent: their predictions on each step's own augmented view (Beyer et al. 2022), a teacher pass a step
     "distill_alpha": 0.8,  # mostly the teacher's soft targets: they carry what the noisy labels do not
     "temperature": 4.0,  # softens the targets enough to show the teacher's second choices
     "init": "",
@@ -208,6 +211,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("distillation (Hinton et al. 2015)")
     g.add_argument("--teacher", help="comma-separated model files whose averaged predictions the model learns "
                    "from; they must not have seen this run's held-out split")
+    g.add_argument("--distill", choices=["fixed", "consistent"], help="fixed: the teachers' predictions on each "
+                   "whole face, computed once; consistent: on exactly the augmented view the student sees, every "
+                   "step (slower; the student cannot outlearn targets fixed in advance)")
     g.add_argument("--teacher-cache", help="where the teacher's logits are kept between runs; default <out>.teacher.pt")
     g.add_argument("--distill-alpha", type=float, help="weight of the teacher's soft targets; 1 - it: the labels'")
     g.add_argument("--temperature", type=float, help="softening temperature of student and teacher")
@@ -293,6 +299,19 @@ def teacher_logits(paths: list[str], images: torch.Tensor, train_csv: str, cache
     return logits
 
 
+@torch.no_grad()
+def consistent_targets(teachers: list[nn.Module], x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Log of the teachers' averaged probabilities on exactly this step's augmented faces, each teacher
+    on their middle at its own input side: the student then matches the teachers' function wherever the
+    augmentation takes it, rather than targets fixed in advance (Beyer et al. 2022)."""
+    probs = torch.zeros(len(x), len(CLASS_NAMES), device=x.device)
+    for teacher in teachers:
+        view = centre_crop(x, teacher.side).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            probs += teacher(view).float().softmax(1)
+    return (probs / len(teachers)).clamp_min(1e-8).log()
+
+
 def class_weights(labels: torch.Tensor) -> torch.Tensor:
     """n / (classes * n_c): every class carries the same total weight in the loss."""
     counts = torch.bincount(labels, minlength=len(CLASS_NAMES)).float()
@@ -321,9 +340,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     teacher: torch.Tensor | None, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn, args: argparse.Namespace,
-                    bf16: bool, epoch: int, rank: int = 0, world: int = 1, ema: AveragedModel | None = None) -> dict:
+                    bf16: bool, epoch: int, rank: int = 0, world: int = 1, ema: AveragedModel | None = None,
+                    teachers: list[nn.Module] | None = None) -> dict:
     """One pass over the device-resident uint8 faces; step_model is model itself, or its DDP or compiled
-    form. Under torchrun each rank takes its slice of every global batch of one shared permutation."""
+    form. Under torchrun each rank takes its slice of every global batch of one shared permutation.
+    teacher: fixed soft targets, one row per face; teachers: models that watch every step's view instead."""
     model.train()
     device = images.device
     start = time.time()
@@ -340,20 +361,26 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tenso
     for idx in tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=None if rank == 0 else True,
                     dynamic_ncols=True):
         # the batch: gathered, scaled and augmented on the device, in one operation for all faces
+        # (with watching teachers the view stays whole: each of them, and the student, takes its own middle)
         x = images[idx].float().div_(255)
+        side = None if teachers else args.crop or None
         if not args.no_augment:
-            x = augment(x, generator, args.rotate, args.shift, args.scale, args.erase, out_side=args.crop or None)
-        elif args.crop:
-            x = centre_crop(x, args.crop)
+            x = augment(x, generator, args.rotate, args.shift, args.scale, args.erase, out_side=side)
+        elif side:
+            x = centre_crop(x, side)
         x, partner, lam = mix(x, generator, host_rng, args.mixup, args.cutmix)
-        x = x.contiguous(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest in
         y, t = labels[idx], None if teacher is None else teacher[idx]
+        if teachers:  # consistent distillation: the targets of exactly these (mixed) faces
+            t = consistent_targets(teachers, x, bf16)
+            x = centre_crop(x, args.crop) if args.crop else x
+        x = x.contiguous(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest in
         # forward under autocast; the loss in fp32
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = step_model(x).float()
         loss = loss_fn(logits, y, t)
         if partner is not None:  # mixed faces: the loss against both faces' targets, weighted by lam
-            loss = lam * loss + (1 - lam) * loss_fn(logits, y[partner], None if t is None else t[partner])
+            partner_t = t if teachers or t is None else t[partner]  # watching teachers saw the mixed face itself
+            loss = lam * loss + (1 - lam) * loss_fn(logits, y[partner], partner_t)
         # the update (under DDP, backward also averages the gradients over the ranks)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -444,18 +471,29 @@ def main(argv: list[str] | None = None) -> dict:
             fail(f"--init {args.init}: another architecture or split than this run's")
         model.load_state_dict(fp32_state(initial["state_dict"]))
 
-    # the teacher's soft targets, computed once per teacher and data file
-    def load_teacher() -> torch.Tensor:
-        cache = Path(args.teacher_cache or out.with_suffix(".teacher.pt"))
+    # the teachers: their soft targets computed once per teacher and data file, or the models themselves
+    def load_teachers() -> list[nn.Module]:
         try:
-            for path in args.teacher.split(","):
-                if load_model(path)[1].get("split") != split:  # its soft targets would leak our held-out faces
-                    fail(f"{path}: the teacher was trained on another split than this run's {split}")
+            loaded = [load_model(path) for path in args.teacher.split(",")]
+        except (ValueError, OSError) as e:
+            fail(str(e))
+        for path, (_, header) in zip(args.teacher.split(","), loaded, strict=True):
+            if header.get("split") != split:  # its soft targets would leak our held-out faces
+                fail(f"{path}: the teacher was trained on another split than this run's {split}")
+        return [fuse_for_inference(m).eval() for m, _ in loaded]
+
+    def load_teacher_targets() -> torch.Tensor:
+        load_teachers()
+        try:
+            cache = Path(args.teacher_cache or out.with_suffix(".teacher.pt"))
             return teacher_logits(args.teacher.split(","), faces.images, args.train_csv, cache)[train_idx]
         except (DataError, ValueError, OSError) as e:
             fail(str(e))
 
-    teacher = from_rank0(load_teacher).to(device) if args.teacher else None
+    consistent = args.teacher and args.distill == "consistent"
+    teacher = from_rank0(load_teacher_targets).to(device) if args.teacher and not consistent else None
+    teachers = [m.to(device, memory_format=torch.channels_last) for m in from_rank0(load_teachers)] if consistent \
+        else None
 
     # optimiser, schedule and loss; the lr follows the global batch (the gradient DDP averages over it)
     steps_per_epoch = len(train_idx) // global_batch
@@ -497,8 +535,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "git_commit": git_commit(), "args": dict(vars(args))}
     say(f"{config['arch']} {n_params:,} parameters on {run_info['device_name']}{' (bf16 autocast)' if bf16 else ''}"
         f"{', compiled' if args.compile else ''}{f', {world} processes' if world > 1 else ''}; {len(train_idx)} "
-        f"train / {len(val_idx)} val faces ({split['method']} split); batch {global_batch}, peak lr {peak_lr:g}",
-        flush=True)
+        f"train / {len(val_idx)} val faces ({split['method']} split); batch {global_batch}, peak lr {peak_lr:g}"
+        f"{f'; {len(teachers)} teachers watch every step' if teachers else ''}", flush=True)
 
     def save_best() -> None:
         atomic_save(make_checkpoint(scored, config, class_names=list(CLASS_NAMES), split=split,
@@ -509,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
         # one epoch of training, then the held-out score in fp32, rank 0's for every rank
         t0 = time.time()
         figures = train_one_epoch(model, step_model, train_images, train_labels, teacher, optimizer, scheduler,
-                                  loss_fn, args, bf16, epoch, rank, world, ema)
+                                  loss_fn, args, bf16, epoch, rank, world, ema, teachers)
         val_loss, val_acc = from_rank0(lambda: evaluate(scored, val_images, val_labels))
         seconds = time.time() - t0
         lr = scheduler.get_last_lr()[0]

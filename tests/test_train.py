@@ -191,6 +191,28 @@ def test_a_student_learns_from_cached_teacher_logits(tmp_path: Path) -> None:
     assert cache.stat().st_mtime_ns == stamp  # the same teacher and data: computed once, then reused
 
 
+def test_a_student_learns_from_teachers_watching_every_step(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    run(csv, tmp_path / "teacher.pt", "--epochs", "6", "--lr", "0.05", "--crop", "0")
+    student = ["--arch", "mobilenet", "--epochs", "6", "--lr", "0.05", "--crop", "40", "--mixup", "0.4",
+               "--teacher", str(tmp_path / "teacher.pt"), "--distill", "consistent", "--distill-alpha", "1"]
+    result = run(csv, tmp_path / "student.pt", *student)
+    # the teacher alone taught it: the 48-px teacher saw whole mixed faces, the student their middle
+    assert result["best_val_acc"] >= 0.6
+    assert not (tmp_path / "student.teacher.pt").exists()  # nothing computed in advance
+
+
+def test_watching_teachers_give_each_its_own_middle_of_the_view(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=140)
+    run(csv, tmp_path / "whole.pt", "--epochs", "1", "--crop", "0")
+    run(csv, tmp_path / "crop.pt", "--epochs", "1", "--crop", "40")
+    teachers = [predict.load_for_inference(str(tmp_path / f"{name}.pt")).eval() for name in ("whole", "crop")]
+    faces = train.read_faces(csv).images[:20]
+    targets = train.consistent_targets(teachers, faces.float().div(255), bf16=False).exp()
+    expected = sum(predict.predict_proba(t, faces, tta="none") for t in teachers) / 2  # centre crop for the 40-px one
+    torch.testing.assert_close(targets, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_class_weights_give_every_class_the_same_total_weight(tmp_path: Path) -> None:
     labels = torch.tensor([0] * 60 + [1] * 6 + [2, 3, 4, 5, 6] * 10)
     weights = train.class_weights(labels)
