@@ -19,9 +19,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from predict import MEMBERS  # noqa: E402
 from report.experiments import finished  # noqa: E402  (whether a history ran to its end)
 
 RUNS = ROOT / "runs" / "cpu_recipe"
+TEACHERS = ",".join(str(ROOT / "weights" / name) for name in MEMBERS)  # the grouped-split members of --best
 # the proxy: the cpu preset's one-cycle schedule squeezed into few epochs, run to its end (no early stop), so
 # that what it ranks is what a recipe reaches by the end of its schedule, as a full run does
 PROXY = ["--epochs", "15", "--patience", "99"]
@@ -40,6 +42,11 @@ RECIPES = {
     "crop40_ls0": ["--crop", "40", "--label-smoothing", "0"],
     "crop40_mixup": ["--crop", "40", "--mixup", "0.2"],
     "crop40_bs64": ["--crop", "40", "--batch-size", "64"],  # twice the steps per epoch at the same lr per face
+    # round 3: distillation from the members, targets fixed in advance (one cache for all seeds) against teachers
+    # that see each step's view (Beyer et al. 2022), then with mixup widening the faces they are matched on
+    "crop40_kd_fixed": ["--crop", "40", "--teacher", TEACHERS, "--teacher-cache", str(RUNS / "members.teacher.pt")],
+    "crop40_kd_consistent": ["--crop", "40", "--teacher", TEACHERS, "--distill", "consistent"],
+    "crop40_kd_consistent_mixup": ["--crop", "40", "--teacher", TEACHERS, "--distill", "consistent", "--mixup", "0.2"],
 }
 
 
