@@ -195,7 +195,7 @@ def test_a_student_learns_from_teachers_watching_every_step(tmp_path: Path) -> N
     csv = write_train_csv(tmp_path / "train.csv", n=700)
     run(csv, tmp_path / "teacher.pt", "--epochs", "6", "--lr", "0.05", "--crop", "0")
     student = ["--arch", "mobilenet", "--epochs", "6", "--lr", "0.05", "--crop", "40", "--mixup", "0.4",
-               "--teacher", str(tmp_path / "teacher.pt"), "--distill", "consistent", "--distill-alpha", "1"]
+               "--teacher", str(tmp_path / "teacher.pt"), "--distill", "consistent", "--distill-alpha", "1", "--temperature", "1"]
     result = run(csv, tmp_path / "student.pt", *student)
     # the teacher alone taught it: the 48-px teacher saw whole mixed faces, the student their middle
     assert result["best_val_acc"] >= 0.6
