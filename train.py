@@ -213,7 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "from; they must not have seen this run's held-out split")
     g.add_argument("--distill", choices=["fixed", "consistent"], help="fixed: the teachers' predictions on each "
                    "whole face, computed once; consistent: on exactly the augmented view the student sees, every "
-                   "step (slower; the student cannot outlearn targets fixed in advance)")
+                   "step (a teacher pass a step, nothing cached)")
     g.add_argument("--teacher-cache", help="where the teacher's logits are kept between runs; default <out>.teacher.pt")
     g.add_argument("--distill-alpha", type=float, help="weight of the teacher's soft targets; 1 - it: the labels'")
     g.add_argument("--temperature", type=float, help="softening temperature of student and teacher")
