@@ -6,6 +6,7 @@ Accepted formats (header names matched case-insensitively, spaces stripped; plai
 """
 
 import gzip
+import json
 import math
 import os
 import warnings
@@ -269,6 +270,17 @@ def recorded_split(faces: Faces, split: dict) -> tuple[np.ndarray, np.ndarray]:
         return train_val_split(faces, 0.0, 0)[:2]
     train_idx, val_idx, _ = train_val_split(faces, split["val_fraction"], split["seed"], split["method"])
     return train_idx, val_idx
+
+
+def common_split(splits: list[dict | None]) -> dict:
+    """The one split that several models record (their checkpoints' "split"): an ensemble or a set of
+    teachers is only scored on faces none of its members trained on."""
+    if None in splits:
+        raise ValueError("a model records no split, so its held-out faces are unknown")
+    distinct = {json.dumps(s, sort_keys=True) for s in splits}
+    if len(distinct) != 1:
+        raise ValueError(f"the models record different splits: {sorted(distinct)}")
+    return splits[0]
 
 
 def pixel_stats(images: torch.Tensor) -> tuple[float, float]:

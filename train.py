@@ -283,10 +283,11 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 TEACHER_VIEWS = "flip"  # as chosen on held-out for --best: five crops did no better for crop-trained members
 
 
-def teacher_logits(paths: list[str], images: torch.Tensor, train_csv: str, cache: Path) -> torch.Tensor:
+def teacher_logits(paths: list[str], images: torch.Tensor, train_csv: str, cache: Path,
+                   models: list[nn.Module] | None = None) -> torch.Tensor:
     """Log of the teachers' averaged probabilities over their TEACHER_VIEWS for every face of the file,
     computed once and kept in cache; the cache is used only when it was made from the same teacher files
-    and data file."""
+    and data file. models: those files already loaded for inference, so they are not read again."""
     key = {"teachers": [(str(p), Path(p).stat().st_size) for p in paths],
            "train_csv": (str(train_csv), Path(train_csv).stat().st_size), "n": len(images), "views": TEACHER_VIEWS}
     if cache.exists():
@@ -294,7 +295,7 @@ def teacher_logits(paths: list[str], images: torch.Tensor, train_csv: str, cache
         if cached.get("key") == key:
             return cached["logits"]
     print(f"computing the teacher's logits for {len(images)} faces ({', '.join(paths)})", flush=True)
-    logits = ensemble_proba(paths, images, tta=TEACHER_VIEWS).clamp_min(1e-8).log()
+    logits = ensemble_proba(models or paths, images, tta=TEACHER_VIEWS).clamp_min(1e-8).log()
     atomic_save({"key": key, "logits": logits}, cache)
     return logits
 
@@ -480,19 +481,19 @@ def main(argv: list[str] | None = None) -> dict:
         for path, (_, header) in zip(args.teacher.split(","), loaded, strict=True):
             if header.get("split") != split:  # its soft targets would leak our held-out faces
                 fail(f"{path}: the teacher was trained on another split than this run's {split}")
-        return [fuse_for_inference(m).eval() for m, _ in loaded]
+        return [fuse_for_inference(m).eval().to(memory_format=torch.channels_last) for m, _ in loaded]
 
     def load_teacher_targets() -> torch.Tensor:
-        load_teachers()
+        models = load_teachers()  # the split check reads them; the targets, if not cached, come from them
         try:
             cache = Path(args.teacher_cache or out.with_suffix(".teacher.pt"))
-            return teacher_logits(args.teacher.split(","), faces.images, args.train_csv, cache)[train_idx]
+            return teacher_logits(args.teacher.split(","), faces.images, args.train_csv, cache, models)[train_idx]
         except (DataError, ValueError, OSError) as e:
             fail(str(e))
 
     consistent = args.teacher and args.distill == "consistent"
     teacher = from_rank0(load_teacher_targets).to(device) if args.teacher and not consistent else None
-    teachers = [m.to(device, memory_format=torch.channels_last) for m in from_rank0(load_teachers)] if consistent \
+    teachers = [m.to(device) for m in from_rank0(load_teachers)] if consistent \
         else None
 
     # optimiser, schedule and loss; the lr follows the global batch (the gradient DDP averages over it)

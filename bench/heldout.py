@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataset import CLASS_NAMES, duplicate_groups, read_faces, recorded_split  # noqa: E402
+from dataset import CLASS_NAMES, common_split, duplicate_groups, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, fuse_for_inference, load_model, output_problem  # noqa: E402
 from predict import BATCH_SIZE, RELEASED_ENSEMBLE, TTA_VIEWS, predict_proba  # noqa: E402
 
@@ -38,7 +38,7 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return (probs.argmax(1) == labels).float().mean().item()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("train_csv")
     p.add_argument("--model", action="append", help="a model file; repeat for an ensemble")
@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu (fp32, as predict.py), cuda, or auto")
     p.add_argument("--tta", choices=TTA_VIEWS, default="flip", help="the test-time views of the TTA figures and the "
                    "ensemble (crops: five crops x flip for crop-trained models)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     models = args.model or RELEASED_ENSEMBLE
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     problem = args.json and output_problem(args.json, make_folders=True)
@@ -56,10 +56,10 @@ def main() -> None:
         loaded = [load_model(m) for m in models]
     except (ValueError, OSError) as e:
         sys.exit(f"heldout.py: error: {e}")
-    splits = {json.dumps(header.get("split"), sort_keys=True) for _, header in loaded}
-    if len(splits) != 1:
-        sys.exit(f"heldout.py: the models record different splits: {sorted(splits)}")
-    split = loaded[0][1]["split"]
+    try:
+        split = common_split([header.get("split") for _, header in loaded])
+    except ValueError as e:
+        sys.exit(f"heldout.py: error: {e}")
     images, labels, clean = heldout_faces(args.train_csv, split)
     batch = 1024 if device != "cpu" else BATCH_SIZE  # the CPU figure is predict.py's, to the bit
     rows, ensemble = [], torch.zeros(len(labels), len(CLASS_NAMES))
@@ -82,6 +82,7 @@ def main() -> None:
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump(result, f, indent=1)
+    return result
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataset import read_faces, recorded_split  # noqa: E402
-from model import atomic_write, load_model, output_problem  # noqa: E402
+from dataset import common_split, read_faces, recorded_split  # noqa: E402
+from model import atomic_write, fuse_for_inference, load_model, output_problem  # noqa: E402
 from predict import TTA_VIEWS, ensemble_proba  # noqa: E402
 from train import HPARAMS, TEACHER_VIEWS, teacher_logits  # noqa: E402
 
@@ -35,14 +35,6 @@ def target_figures(log_probs: torch.Tensor, labels: torch.Tensor, temperature: f
             "mean_top_prob": probs.max(1).values.mean().item(),
             "mean_label_prob": probs.gather(1, labels[:, None]).mean().item(),
             "mean_soft_entropy": -(soft * soft.clamp_min(1e-12).log()).sum(1).mean().item()}
-
-
-def recorded_split_of(models: list[str]) -> dict:
-    """The held-out split all the models record; they must agree, as for an ensemble's held-out figure."""
-    splits = {json.dumps(load_model(m)[1].get("split"), sort_keys=True) for m in models}
-    if len(splits) != 1:
-        raise ValueError(f"the models record different splits: {sorted(splits)}")
-    return json.loads(splits.pop())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -59,14 +51,16 @@ def main(argv: list[str] | None = None) -> dict:
     if problem:
         sys.exit(f"teacher_fit.py: error: {problem}")
     try:
-        split = recorded_split_of(args.model)
+        loaded = [load_model(m) for m in args.model]
+        split = common_split([header.get("split") for _, header in loaded])
     except (ValueError, OSError) as e:
         sys.exit(f"teacher_fit.py: error: {e}")
+    models = [fuse_for_inference(m).to(memory_format=torch.channels_last) for m, _ in loaded]  # as predict.py runs them
     faces = read_faces(args.train_csv, require_labels=True)
     if args.cache and args.views != TEACHER_VIEWS:
         sys.exit(f"teacher_fit.py: error: train.py's cache holds {TEACHER_VIEWS} views, not {args.views}")
-    log_probs = (teacher_logits(args.model, faces.images, args.train_csv, args.cache) if args.cache
-                 else ensemble_proba(args.model, faces.images, tta=args.views).clamp_min(1e-8).log())
+    log_probs = (teacher_logits(args.model, faces.images, args.train_csv, args.cache, models) if args.cache
+                 else ensemble_proba(models, faces.images, tta=args.views).clamp_min(1e-8).log())
     parts = dict(zip(("training", "held_out"), recorded_split(faces, split), strict=True))
     result = {"models": args.model, "split": split, "views": args.views, "temperature": args.temperature,
               **{name: target_figures(log_probs[idx], faces.labels[idx], args.temperature)

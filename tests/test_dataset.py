@@ -14,6 +14,7 @@ from dataset import (
     Faces,
     augment,
     centre_crop,
+    common_split,
     duplicate_groups,
     epoch_batches,
     grouped_split,
@@ -135,6 +136,15 @@ def test_grouped_split_keeps_every_copy_on_one_side_stratified_and_seeded() -> N
     new_split = train_val_split(faces, 0.1, 0)[2]
     assert new_split["method"] == "grouped" and np.array_equal(recorded_split(faces, new_split)[1],
                                                                 train_val_split(faces, 0.1, 0)[1])
+
+
+def test_models_share_a_split_only_when_every_one_records_the_same() -> None:
+    grouped = {"method": "grouped", "val_fraction": 0.1, "seed": 0}
+    assert common_split([grouped, dict(reversed(grouped.items()))]) == grouped  # key order does not matter
+    with pytest.raises(ValueError, match="different splits"):
+        common_split([grouped, {**grouped, "seed": 1}])
+    with pytest.raises(ValueError, match="records no split"):
+        common_split([grouped, None])
 
 
 def test_epoch_batches_are_a_seeded_permutation_in_full_batches() -> None:

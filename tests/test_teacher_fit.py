@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import synthetic_faces, write_train_csv
 
+import predict
 import train
 from bench import teacher_fit
 from dataset import read_faces, recorded_split
@@ -40,7 +41,8 @@ def memorise(path: Path, images: torch.Tensor, labels: torch.Tensor, steps: int 
     torch.save({**checkpoint, "state_dict": model.state_dict()}, path)
 
 
-def test_a_teacher_that_memorised_noisy_labels_is_surer_on_its_training_faces(tmp_path: Path) -> None:
+def test_a_teacher_that_memorised_noisy_labels_is_surer_on_its_training_faces(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # a third of the labels random: only memorising gets them right, and only on the faces it trained on
     n, rng = 350, np.random.default_rng(0)
     labels = synthetic_faces(n)[1].copy()
@@ -53,7 +55,11 @@ def test_a_teacher_that_memorised_noisy_labels_is_surer_on_its_training_faces(tm
     train_idx, val_idx = recorded_split(faces, load_model(teacher)[1]["split"])
     memorise(teacher, faces.images[train_idx], faces.labels[train_idx])
     # flips off: a mirrored bar is another class's bar
+    reads = []
+    for module in (teacher_fit, predict):
+        monkeypatch.setattr(module, "load_model", lambda path, *a, **k: reads.append(str(path)) or load_model(path, *a, **k))
     result = teacher_fit.main([str(csv), "--model", str(teacher), "--views", "none", "--json", str(tmp_path / "f.json")])
+    assert reads == [str(teacher)]  # read once, for its split and its predictions
     fit, held = result["training"], result["held_out"]
     assert (fit["n"], held["n"]) == (len(train_idx), len(val_idx)) and json.loads((tmp_path / "f.json").read_text()) == result
     assert fit["accuracy"] > 0.9 and held["accuracy"] < 0.8  # the noise is learnt on training faces only

@@ -10,7 +10,7 @@ from conftest import ROOT, write_test_csv, write_train_csv
 
 import predict
 import train
-from model import build_model, count_parameters, load_checkpoint
+from model import build_model, count_parameters, load_checkpoint, load_model
 
 TINY_MODEL = ["--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--bf16", "off"]
 TINY = [*TINY_MODEL, "--no-augment"]  # a mirrored bar is another class's bar: flips would change the labels
@@ -178,11 +178,15 @@ def test_distillation_loss_mixes_the_teacher_and_the_labels() -> None:
     assert torch.allclose(mixed, 0.5 * soft + 0.5 * criterion(logits, labels))
 
 
-def test_a_student_learns_from_cached_teacher_logits(tmp_path: Path) -> None:
+def test_a_student_learns_from_cached_teacher_logits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     csv = write_train_csv(tmp_path / "train.csv", n=700)
     run(csv, tmp_path / "teacher.pt", "--epochs", "6", "--lr", "0.05")
     student = ["--arch", "mobilenet", "--epochs", "6", "--lr", "0.05", "--teacher", str(tmp_path / "teacher.pt")]
+    reads = []
+    for module in (train, predict):
+        monkeypatch.setattr(module, "load_model", lambda path, *a, **k: reads.append(str(path)) or load_model(path, *a, **k))
     result = run(csv, tmp_path / "student.pt", *student)
+    assert reads == [str(tmp_path / "teacher.pt")]  # read once, for its split and its targets
     assert result["best_val_acc"] >= 0.6
     cache = tmp_path / "student.teacher.pt"
     assert torch.load(cache, weights_only=True)["logits"].shape == (700, 7)
