@@ -493,8 +493,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     consistent = args.teacher and args.distill == "consistent"
     teacher = from_rank0(load_teacher_targets).to(device) if args.teacher and not consistent else None
-    teachers = [m.to(device) for m in from_rank0(load_teachers)] if consistent \
-        else None
+    teachers = [m.to(device) for m in from_rank0(load_teachers)] if consistent else None
 
     # optimiser, schedule and loss; the lr follows the global batch (the gradient DDP averages over it)
     steps_per_epoch = len(train_idx) // global_batch
