@@ -47,7 +47,7 @@ from test_score import PUBLIC_LABELS, read_labels  # noqa: E402
 
 import faces  # noqa: E402
 from dataset import CLASS_NAMES, Faces, duplicate_groups, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, count_parameters, load_model  # noqa: E402
+from model import atomic_write, build_model, count_parameters, load_model  # noqa: E402
 from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, predict_proba  # noqa: E402
 
 HERE = ROOT / "report"
@@ -578,8 +578,9 @@ def plot_compact(sweep: list[dict], path: Path) -> None:
 
 # ---------------------------------------------------------------- facts: the data file and logs -> results/
 
-SPEED_LOGS = {"ensemble": ROOT / "runs" / "speed_cpu_ensemble.log", "single": ROOT / "runs" / "cpu" / "speed_s0.log",
-              "compact": ROOT / "runs" / "compact80" / "speed.log"}  # bench/speed.py's logs
+SPEED_LOGS = {"ensemble": ROOT / "runs" / "cpu6" / "speed_int8_pair.log",  # bench/speed.py's logs
+              "single": ROOT / "runs" / "cpu6" / "speed_int8_s0.log",
+              "compact": ROOT / "runs" / "compact80" / "speed.log"}
 MLP_TRIALS = ROOT / "runs" / "mlp_recipe"  # the MLP recipe's 15-epoch trials
 
 
@@ -950,8 +951,8 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
     y, predicted = r["y"][clean], r["predicted"][clean]  # the faces a model cannot answer from memory
     scores = per_class_scores(y, predicted)
     counts = np.array(facts["counts"])
-    model, checkpoint = load_model(model_path)
-    config = checkpoint["config"]
+    config = load_model(model_path)[1]["config"]
+    model = build_model(config).eval()  # the trained layers: a released int8 file holds them with BatchNorm folded
     s0, s1 = runs["vgg_cpu_s0"], runs["vgg_cpu_s1"]
     base, mlp, mlp_own = runs[experiments.BASE], runs["mlp_matched"], runs["mlp_matched_own_recipe"]
     seed_accs, seed_std = seed_spread(runs)
@@ -1086,7 +1087,7 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
                               for m in sweep]),
         "compact_table": table(["model", "parameters", "file (bytes)", "validation", "test",
                                 f"predicting {facts['test_rows']} faces"],
-                               [["released ensemble (2 VGGs, fp16 files)", f"2 × {count_parameters(model):,}",
+                               [["released ensemble (2 VGGs, int8 files)", f"2 × {count_parameters(model):,}",
                                  " + ".join(f"{b:,}" for b in released_bytes), pct(ensemble_acc),
                                  pct(test["ensemble"]["accuracy"]), f"{seconds['ensemble']:.1f} s"],
                                 [f"one VGG ({model_path.name})", f"{count_parameters(model):,}",

@@ -58,9 +58,9 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
         w.writerow(["row", "label", "copy_in_train", *[f"p_{c}" for c in CLASS_NAMES]])
         w.writerows([r, y, int(r % 9 == 0), *p] for r, y, p in zip(val_idx.tolist(), labels.tolist(), probs, strict=True))
     accs = {"all": 0.62, "clean": 0.6}
+    released = [*(p.name for p in make_report.RELEASED), Path(make_report.RELEASED_COMPACT).name, "model.pt"]
     (results / "released.json").write_text(json.dumps({"n_val": 28, "n_val_clean": 25, "ensemble": {**accs, "copies": 0.9},
-                                                       "models": {"vgg_cpu_s0.pt": accs, "vgg_cpu_s1.pt": accs,
-                                                                  "compact.q8": accs, "model.pt": accs}}))
+                                                       "models": {n: accs for n in released}}))
     rows = [{"model": "released ensemble", "decision": d, "faces": "duplicate-free part", **make_report.per_class_scores(labels, probs.argmax(1))}
             for d in ("arg-max", "logit-adjusted (tau = 1)")]
     (results / "imbalance.json").write_text(json.dumps({"prior": [1 / 7] * 7, "rows": rows}))
@@ -81,8 +81,7 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
     scores = make_report.per_class_scores(test_labels, np.where(rng.random(40) < 0.6, test_labels, 0))
     (results / "test.json").write_text(json.dumps({"set": "the public half of `test.csv` (40 faces)", "n": 40,
                                                    "ensemble": scores,
-                                                   "models": {n: scores for n in ("vgg_cpu_s0.pt", "vgg_cpu_s1.pt",
-                                                                                  "compact.q8", "model.pt")}}))
+                                                   "models": {n: scores for n in released}}))
     config = {"arch": "vgg", "channels": [4, 8, 8, 8], "convs_per_stage": 2, "hidden": 8, "dropout": 0.4,
               "stage_dropout": 0.1}
     model = tmp_path / "model.pt"
