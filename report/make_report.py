@@ -102,7 +102,15 @@ def summarize_history(history_path: Path) -> dict:
             "best_epoch": h["best_epoch"], "epochs_run": h["epoch"], "val_acc": h["best_val_acc"],
             "val_acc_tta": h.get("best_val_acc_tta"), "val_acc_crops": h.get("best_val_acc_crops"),
             "last_val_acc": epochs[-1]["val_acc"],
-            "wall_seconds": h.get("wall_seconds"), "history": epochs}
+            "wall_seconds": wall_seconds(h), "history": epochs}
+
+
+def wall_seconds(h: dict) -> float | None:
+    """A run's wall time: its process's, or for a run resumed across sessions (whose process saw only the last
+    part) at least the sum of its epochs."""
+    if h.get("wall_seconds") is None:
+        return None
+    return max(h["wall_seconds"], h.get("elapsed", 0.0))
 
 
 SPLIT = {"method": "stratified", "val_fraction": 0.1, "seed": 0}  # the row split of the released and short runs

@@ -178,6 +178,15 @@ def test_the_test_set_is_the_labelled_ids_or_the_private_test_rows(tmp_path: Pat
         make_report.test_set(test, ids)
 
 
+def test_a_resumed_run_counts_the_epochs_of_every_session(tmp_path: Path) -> None:
+    history = {"params": 10, "device": "cpu", "bf16": False, "git_commit": "x", "split": {"method": "grouped"},
+               "args": {}, "best_epoch": 2, "epoch": 2, "best_val_acc": 0.5, "history": [{"val_acc": 0.5}] * 2}
+    for wall, elapsed, expected in ((120.0, 100.0, 120.0), (60.0, 100.0, 100.0), (None, 100.0, None)):
+        path = tmp_path / "run.json"
+        path.write_text(json.dumps({**history, "wall_seconds": wall, "elapsed": elapsed}))
+        assert make_report.summarize_history(path)["wall_seconds"] == expected
+
+
 def test_per_class_scores_on_a_known_case() -> None:
     labels = np.array([0, 0, 0, 1, 1, 2, 3, 4, 5, 6])
     predicted = np.array([0, 0, 1, 1, 0, 2, 3, 4, 5, 6])
