@@ -1,4 +1,4 @@
-"""The networks (VGG-style CNN, MobileNet-style CNN, parameter-matched MLP) and the files that rebuild them.
+"""The networks (VGG-, ResNet- and MobileNet-style CNNs, parameter-matched MLP) and the files that rebuild them.
 
 A model takes float faces (N, 1, 48, 48) on the 0..1 scale; the normalisation statistics of its
 training split live inside it as buffers, so a checkpoint alone is enough to predict.
@@ -57,16 +57,57 @@ class VGG(nn.Module):
                 cin = cout
             layers += [nn.MaxPool2d(2), nn.Dropout(stage_dropout)]
         self.features = nn.Sequential(*layers)
-        spatial = side // 2 ** len(channels)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(cin * spatial * spatial, hidden, bias=False),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.classifier = hidden_layer_head(cin, side // 2 ** len(channels), hidden, dropout, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def hidden_layer_head(channels: int, spatial: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
+    """The last map flattened (where on the face a feature fired still counts), one hidden layer, the classes."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(channels * spatial * spatial, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+class Residual(nn.Module):
+    """Two (3x3 conv, BatchNorm) layers, ReLU between, added to their input, then ReLU (He et al. 2016)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(*conv_bn_relu(width, width), nn.Conv2d(width, width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).add_(x).relu_()  # in place: no new tensors to allocate and fill
+
+
+class ResNet(nn.Module):
+    """The shape of Page's ResNet-9 (the CIFAR-10 speed runs): a stem conv, then stages of a widening
+    (3x3 conv, BatchNorm, ReLU), 2x2 max-pool and residual blocks at the pooled size, where a conv costs a
+    quarter of what it would before the pool; the VGG's head. A network of another family than the VGG
+    members, for ensembles."""
+
+    def __init__(self, channels: list[int], blocks_per_stage: int = 1, hidden: int = 256, dropout: float = 0.4,
+                 stage_dropout: float = 0.1, num_classes: int = 7, mean: float = 0.0, std: float = 1.0,
+                 side: int = 48):
+        super().__init__()
+        self.side = side
+        layers: list[nn.Module] = [Normalize(mean, std), *conv_bn_relu(1, channels[0])]
+        cin = channels[0]
+        for cout in channels:
+            layers += [*conv_bn_relu(cin, cout), nn.MaxPool2d(2)]
+            layers += [Residual(cout) for _ in range(blocks_per_stage)]
+            layers.append(nn.Dropout(stage_dropout))
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.classifier = hidden_layer_head(cin, side // 2 ** len(channels), hidden, dropout, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -135,7 +176,7 @@ class MobileNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHITECTURES = {"vgg": VGG, "mobilenet": MobileNet, "mlp": MLP}
+ARCHITECTURES = {"vgg": VGG, "resnet": ResNet, "mobilenet": MobileNet, "mlp": MLP}
 
 
 def build_model(config: dict) -> nn.Module:

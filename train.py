@@ -225,9 +225,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, help="CUDA: deterministic kernels "
                    "only (no cuDNN autotuning), so that a seed repeats its history and --resume its run bit for bit")
     g = p.add_argument_group("model")
-    g.add_argument("--arch", choices=["vgg", "mobilenet", "mlp"])
-    g.add_argument("--channels", help="VGG, MobileNet: comma-separated widths, one per stage")
-    g.add_argument("--convs-per-stage", type=int, help="VGG: 3x3 convolutions per stage; MobileNet: separable blocks")
+    g.add_argument("--arch", choices=["vgg", "resnet", "mobilenet", "mlp"])
+    g.add_argument("--channels", help="VGG, ResNet, MobileNet: comma-separated widths, one per stage")
+    g.add_argument("--convs-per-stage", type=int,
+                   help="VGG: 3x3 convolutions per stage; ResNet: residual blocks; MobileNet: separable blocks")
     g.add_argument("--hidden", type=int, help="width of the hidden layer(s) of the head / the MLP")
     g.add_argument("--mlp-depth", type=int, help="MLP: number of hidden layers")
     g.add_argument("--dropout", type=float, help="dropout before the classifier layers")
@@ -261,6 +262,9 @@ def model_config(args: argparse.Namespace, mean: float, std: float) -> dict:
     if args.arch == "mobilenet":
         return {"arch": "mobilenet", "channels": channels, "blocks_per_stage": args.convs_per_stage,
                 "dropout": args.dropout, "mean": mean, "std": std, **side}
+    if args.arch == "resnet":
+        return {"arch": "resnet", "channels": channels, "blocks_per_stage": args.convs_per_stage, "hidden": args.hidden,
+                "dropout": args.dropout, "stage_dropout": args.stage_dropout, "mean": mean, "std": std, **side}
     return {"arch": "vgg", "channels": channels, "convs_per_stage": args.convs_per_stage, "hidden": args.hidden,
             "dropout": args.dropout, "stage_dropout": args.stage_dropout, "mean": mean, "std": std, **side}
 

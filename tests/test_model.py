@@ -9,6 +9,7 @@ from model import (
     MLP,
     VGG,
     MobileNet,
+    ResNet,
     atomic_save,
     build_model,
     count_parameters,
@@ -129,6 +130,31 @@ def test_mobilenet_is_depthwise_separable_and_configurable() -> None:
     assert len(depthwise) == 8 and len(convs) == 1 + 2 * 8  # stem + (depthwise, pointwise) per block
     narrow, wide = (count_parameters(MobileNet([c, 2 * c, 4 * c, 8 * c])) for c in (8, 16))
     assert 3 * narrow < wide < 5 * narrow  # the pointwise weights grow with the square of the width
+
+
+def test_resnet_widens_pools_then_adds_residual_blocks_and_folds_for_inference() -> None:
+    torch.manual_seed(0)
+    model = ResNet([8, 16, 32], blocks_per_stage=2, hidden=16, side=40)
+    model.train()(torch.rand(64, 1, 40, 40))  # non-trivial running statistics to fold
+    model.eval()
+    x = torch.rand(4, 1, 40, 40)
+    expected = model(x)
+    assert expected.shape == (4, 7)
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert n_convs == 1 + 3 * (1 + 2 * 2)  # stem + per stage (widening conv + two blocks of two convs)
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d) for m in fused.modules())
+    assert torch.allclose(fused(x), expected, atol=1e-5)
+
+
+def test_a_resnet_block_adds_its_input() -> None:
+    model = ResNet([4], blocks_per_stage=1, hidden=8, side=8).eval()
+    block = next(m for m in model.modules() if type(m).__name__ == "Residual")
+    for layer in block.body:
+        if isinstance(layer, torch.nn.Conv2d):
+            torch.nn.init.zeros_(layer.weight)  # a body that outputs its BatchNorm shift alone
+    x = torch.rand(2, 4, 6, 6)
+    assert torch.allclose(block(x), (x + block.body[-1].bias[None, :, None, None]).relu())
 
 
 def trained_mobilenet() -> tuple[torch.nn.Module, dict]:

@@ -10,7 +10,7 @@ from conftest import ROOT, write_test_csv, write_train_csv
 
 import predict
 import train
-from model import build_model, count_parameters, load_checkpoint, load_model
+from model import build_model, count_parameters, load_checkpoint, load_model, save_compact
 
 TINY_MODEL = ["--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--bf16", "off"]
 TINY = [*TINY_MODEL, "--no-augment"]  # a mirrored bar is another class's bar: flips would change the labels
@@ -43,6 +43,20 @@ def test_a_model_trained_on_crops_learns_and_predicts_on_crops(tmp_path: Path) -
     assert all(h["train_faces_per_s"] > 0 for h in result["history"])
     predict.main([str(csv), str(tmp_path / "pred.csv"), "--model", str(tmp_path / "m.pt"), "--tta", "crops"])
     assert len((tmp_path / "pred.csv").read_text().splitlines()) == 701
+
+
+def test_a_small_resnet_learns_and_its_int8_file_predicts_alike(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    resnet = ["--arch", "resnet", "--channels", "8,16", "--convs-per-stage", "1", *TINY[2:]]
+    result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.05", model=resnet)
+    assert result["best_val_acc"] >= 0.6  # chance is 1/7
+    model, checkpoint = load_model(tmp_path / "m.pt")
+    assert checkpoint["config"]["arch"] == "resnet" and checkpoint["config"]["blocks_per_stage"] == 1
+    save_compact(model, checkpoint["config"], tmp_path / "m.q8")
+    for name in ("m.pt", "m.q8"):
+        predict.main([str(csv), str(tmp_path / f"{name}.csv"), "--model", str(tmp_path / name), "--tta", "none"])
+    fp32, int8 = ((tmp_path / f"{name}.csv").read_text().splitlines() for name in ("m.pt", "m.q8"))
+    assert sum(a != b for a, b in zip(fp32, int8, strict=True)) <= 7  # of 700 faces
 
 
 def test_early_stopping_stops_when_validation_stalls(tmp_path: Path) -> None:
