@@ -1,5 +1,6 @@
 """tools/handin.py: the HW2 zip and the HW8 folder, each as its course collects it."""
 
+import ast
 import subprocess
 import sys
 import zipfile
@@ -51,6 +52,20 @@ def test_the_hw8_folder_fits_and_predicts_as_predict_py(tmp_path: Path, report: 
     assert run.returncode == 0, run.stderr
     predict.main([str(csv), str(tmp_path / "project.csv"), "--model", predict.RELEASED_COMPACT])
     assert (tmp_path / "hw8.csv").read_bytes() == (tmp_path / "project.csv").read_bytes()
+
+
+@pytest.mark.parametrize("name", handin.HW8_MODULES)
+def test_the_hw8_modules_lose_their_comments_and_nothing_else(name: str) -> None:
+    source = (ROOT / name).read_text()
+    packed = handin.without_comments(source)
+    assert ast.dump(ast.parse(packed)) == ast.dump(ast.parse(source))  # the same program, docstrings included
+    assert "#" in source and len(packed) < len(source)
+    assert not [line for line in packed.splitlines() if line.lstrip().startswith("#")]
+
+
+def test_without_comments_keeps_a_hash_inside_a_string() -> None:
+    source = 'x = "a # b"  # a comment\n    # an indented comment line\ny = f"{x}#"\n'
+    assert handin.without_comments(source) == 'x = "a # b"\ny = f"{x}#"\n'
 
 
 def test_hw8_train_trains_and_writes_the_int8_file(tmp_path: Path, report: Path) -> None:
