@@ -262,10 +262,8 @@ def model_config(args: argparse.Namespace, mean: float, std: float) -> dict:
     if args.arch == "mobilenet":
         return {"arch": "mobilenet", "channels": channels, "blocks_per_stage": args.convs_per_stage,
                 "dropout": args.dropout, "mean": mean, "std": std, **side}
-    if args.arch == "resnet":
-        return {"arch": "resnet", "channels": channels, "blocks_per_stage": args.convs_per_stage, "hidden": args.hidden,
-                "dropout": args.dropout, "stage_dropout": args.stage_dropout, "mean": mean, "std": std, **side}
-    return {"arch": "vgg", "channels": channels, "convs_per_stage": args.convs_per_stage, "hidden": args.hidden,
+    depth = "convs_per_stage" if args.arch == "vgg" else "blocks_per_stage"  # a ResNet's stages hold blocks
+    return {"arch": args.arch, "channels": channels, depth: args.convs_per_stage, "hidden": args.hidden,
             "dropout": args.dropout, "stage_dropout": args.stage_dropout, "mean": mean, "std": std, **side}
 
 
