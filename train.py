@@ -171,6 +171,16 @@ def from_rank0(make):
     return box[0]
 
 
+def leave_processes() -> None:
+    """Leave the process group once every rank has finished its last collective. The ranks meet in the
+    rendezvous store, not in a gloo barrier: a rank that tears gloo down straight after a barrier can abort
+    its peer, whose side of that barrier is still in flight (pytorch/gloo#155)."""
+    store, rank = dist.distributed_c10d._get_default_store(), dist.get_rank()
+    store.set(f"left/{rank}", "1")
+    store.wait([f"left/{peer}" for peer in range(dist.get_world_size())])
+    dist.destroy_process_group()
+
+
 def default_preset(device: str) -> str:
     """The preset of a run that names none: full on a GPU, the narrower, shorter cpu recipe anywhere else."""
     return "full" if pick_device(device).type == "cuda" else "cpu"
@@ -583,8 +593,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {**run_info, **state, "finished": True, "stopped_early": state["epoch"] < args.epochs,
               "last_val_acc": state["history"][-1]["val_acc"], **epoch_timing(state["history"])}
     if world > 1:
-        dist.barrier()  # every rank done with the group before any tears it down: gloo aborts a rank whose peer left
-        dist.destroy_process_group()
+        leave_processes()
     if rank > 0:
         return result
     # the best epoch's model, scored again with flip test-time augmentation, and a crop-trained one with all ten views

@@ -283,7 +283,7 @@ def torchrun(csv: Path, out: Path, *flags: str, code: str | None = None) -> subp
 def test_two_processes_train_one_model_and_a_killed_run_resumes(tmp_path: Path) -> None:
     csv, test_csv = write_train_csv(tmp_path / "train.csv"), write_test_csv(tmp_path / "test.csv")
     done = torchrun(csv, tmp_path / "m.pt")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr  # all of it: a rank's own last words come before the launcher's summary
     history = json.loads((tmp_path / "m.json").read_text())
     assert history["finished"] and history["world_size"] == 2 and history["peak_lr"] == 0.05 * 32 / train.LR_BATCH
     # the ranks saw disjoint halves of each epoch: every face of the epoch's 7 global batches exactly once
@@ -300,6 +300,6 @@ def test_two_processes_train_one_model_and_a_killed_run_resumes(tmp_path: Path) 
         run(csv, tmp_path / "k.pt", "--resume")
     assert exit_info.value.code == 2
     resumed = torchrun(csv, tmp_path / "k.pt", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout and not (tmp_path / "k.resume.pt").exists()
     assert curve(json.loads((tmp_path / "k.json").read_text())) == curve(history)
