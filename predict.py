@@ -4,7 +4,7 @@
 
 Several --model paths form an ensemble: their class probabilities are averaged. A model is a .pt
 checkpoint or a compact int8 file (weights/compact.q8), told apart by content. --best is the ensemble
-of every released VGG, the slowest choice.
+of every released network, the slowest choice.
 """
 
 import argparse
@@ -24,10 +24,10 @@ HERE = Path(__file__).resolve().parent
 # device call (docs/gpu.md).
 RELEASED_ENSEMBLE = [str(HERE / "weights" / f"vgg_cpu_s{seed}.q8") for seed in (0, 1)]
 RELEASED_COMPACT = str(HERE / "weights" / "compact.q8")  # the int8 MobileNet, distilled from the ensemble
-# --best: every released VGG, the pair above and the CPU recipe's members (docs/training.md: VGGs on 40-px crops, one
-# deeper and narrower, and one on whole faces, all on the grouped split, so that they have an honest held-out figure of
-# their own). Flip TTA: the five crops scored below flip for a crop-trained member on the held-out split.
-MEMBERS = ["vgg_crop40_s0.q8", "vgg_full48_s0.q8", "vgg_deep40_s0.q8"]
+# --best: every released network, the pair above and the CPU recipe's members (docs/training.md: VGGs on 40-px crops,
+# one deeper and narrower, one on whole faces, and a ResNet on 40-px crops, all on the grouped split, so that they have
+# an honest held-out figure of their own). Flip TTA: the five crops scored below flip for the first crop-trained member.
+MEMBERS = ["vgg_crop40_s0.q8", "vgg_full48_s0.q8", "vgg_deep40_s0.q8", "resnet_crop40_s0.q8"]
 RELEASED_BEST = RELEASED_ENSEMBLE + [str(HERE / "weights" / name) for name in MEMBERS]
 # Small batches stay in the CPU cache: 32 was among the fastest for both the VGG and the compact net on
 # the 2-core dev machine (runs/batch_size.log); at 64 the compact net's test set took 2.7x as long.
@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
                        f"released weights, {', '.join(Path(m).name for m in RELEASED_ENSEMBLE)})")
-    which.add_argument("--best", action="store_true", help="every released VGG, the slowest choice: "
+    which.add_argument("--best", action="store_true", help="every released network, the slowest choice: "
                        f"{', '.join(Path(m).name for m in RELEASED_BEST)}")
     p.add_argument("--tta", choices=TTA_VIEWS, default="flip", help="test-time views: none; flip (the face and its "
                    "mirror image); crops (flip x the five crops of a model trained on smaller crops: ten views)")

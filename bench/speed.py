@@ -67,7 +67,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "fer2013")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--model", action="append", default=[], help="default: predict.py's released weights")
-    p.add_argument("--best", action="store_true", help="predict.py --best: every released VGG")
+    p.add_argument("--best", action="store_true", help="predict.py --best: every released network")
     p.add_argument("--tta", choices=TTA_VIEWS, help="default: predict.py's")
     args = p.parse_args()
     import torch
@@ -78,7 +78,7 @@ def main() -> None:
     print(f"load test.csv.gz (7,178 rows): {summary(time_load(args.data / 'test.csv.gz', args.repeats))}")
     extra = (["--best"] if args.best else []) + (["--tta", args.tta] if args.tta else [])
     seconds, digests = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra)
-    models = ", ".join(args.model) or ("--best: every released VGG" if args.best else "released weights")
+    models = ", ".join(args.model) or ("--best: every released network" if args.best else "released weights")
     print(f"predict test.csv.gz ({models}, {args.tta or 'flip'} views), wall incl. start-up: {summary(seconds)}")
     print(f"byte-identical submissions across {args.repeats} runs: {len(digests) == 1}")
 
