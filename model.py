@@ -11,6 +11,7 @@ import pickle
 import struct
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,8 @@ DEFAULT_VGG = {"arch": "vgg", "channels": [64, 128, 256, 512], "convs_per_stage"
                "dropout": 0.4, "stage_dropout": 0.1}
 CHECKPOINT_FORMAT = 1
 COMPACT_MAGIC = b"FERQ8\n"  # first bytes of a compact (int8) model file
+COMPACT_FORMAT = 2  # 2: tensor bytes deflated; 1 (raw tensor bytes, the releases before it) is still read
+DEFLATE_LEVEL = 9  # int8 weights are mostly small numbers, which deflate's Huffman codes pack near their entropy
 
 
 class Normalize(nn.Module):
@@ -325,8 +328,7 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def save_compact(model: nn.Module, config: dict, path: str | Path, **metadata) -> int:
     """Write the model with BatchNorm folded in, conv and linear weights as int8 with one fp32 scale per
-    output channel, everything else fp32: magic, header length (uint32), JSON header, raw tensors.
-    Returns the file size in bytes."""
+    output channel, everything else fp32 (write_compact has the layout). Returns the file size in bytes."""
     fused = fuse_for_inference(copy.deepcopy(model).cpu().eval())
     tensors, blobs = [], []
     for name, value in fused.state_dict().items():
@@ -337,10 +339,18 @@ def save_compact(model: nn.Module, config: dict, path: str | Path, **metadata) -
         else:
             tensors.append({"name": name, "shape": list(value.shape), "dtype": "float32"})
             blobs.append(value.detach().float().numpy().astype("<f4").tobytes())
-    header = json.dumps({"format": 1, "config": config, "tensors": tensors, **metadata},
-                        separators=(",", ":")).encode()
+    header = {"format": COMPACT_FORMAT, "config": config, "tensors": tensors, **metadata}
+    return write_compact(path, header, b"".join(blobs))
+
+
+def write_compact(path: str | Path, header: dict, tensor_bytes: bytes, deflate: bool = True) -> int:
+    """magic, header length (uint32), JSON header, then the tensor bytes in header order as one zlib stream
+    (whose Adler-32 also catches a damaged file), or raw in format 1 (deflate=False, for comparisons).
+    Written atomically; returns the file size in bytes."""
+    header = json.dumps({**header, "format": COMPACT_FORMAT if deflate else 1}, separators=(",", ":")).encode()
+    body = zlib.compress(tensor_bytes, DEFLATE_LEVEL) if deflate else tensor_bytes
     with atomic_write(path) as f:
-        f.write(COMPACT_MAGIC + struct.pack("<I", len(header)) + header + b"".join(blobs))
+        f.write(COMPACT_MAGIC + struct.pack("<I", len(header)) + header + body)
     return Path(path).stat().st_size
 
 
@@ -349,9 +359,9 @@ def is_compact(path: str | Path) -> bool:
         return f.read(len(COMPACT_MAGIC)) == COMPACT_MAGIC
 
 
-def load_compact(path: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild a save_compact file: the fused network in eval mode, weights dequantised to fp32 (the same
-    bytes give the same weights every time), and the header. Numbers are little-endian, as on x86 and ARM."""
+def read_compact(path: str | Path) -> tuple[dict, bytes]:
+    """The header and the raw tensor bytes of a compact file (format 1 or 2), checked against the sizes the
+    header describes; a file that is not one, or is damaged, is a one-line ValueError naming it."""
     data = Path(path).read_bytes()
     start = len(COMPACT_MAGIC) + 4
     if data[:len(COMPACT_MAGIC)] != COMPACT_MAGIC or len(data) < start:
@@ -359,27 +369,49 @@ def load_compact(path: str | Path) -> tuple[nn.Module, dict]:
     (size,) = struct.unpack("<I", data[len(COMPACT_MAGIC):start])
     try:
         header = json.loads(data[start:start + size])
-        tensors = header["tensors"]
-    except (ValueError, KeyError, TypeError):
+        expected = sum(tensor_nbytes(t) for t in header["tensors"])
+    except (ValueError, KeyError, TypeError, IndexError):
         raise ValueError(f"{path}: the header of this compact model file is damaged") from None
-    # int8: n weight bytes then one fp32 scale per row; fp32: 4 bytes per value
-    counts = [int(torch.Size(t["shape"]).numel()) for t in tensors]
-    sizes = [n if t["dtype"] == "int8" else 4 * n for t, n in zip(tensors, counts, strict=True)]
-    scales = [4 * t["shape"][0] if t["dtype"] == "int8" else 0 for t in tensors]
-    if start + size + sum(sizes) + sum(scales) != len(data):
-        raise ValueError(f"{path}: {len(data)} bytes, not the size its header describes (truncated or damaged)")
+    body = data[start + size:]
+    if header.get("format") == COMPACT_FORMAT:
+        stream = zlib.decompressobj()
+        try:  # max_length: a damaged or hostile stream cannot inflate past what the header describes
+            body = stream.decompress(body, expected + 1)
+        except zlib.error:
+            raise ValueError(f"{path}: the tensors of this compact model file are damaged") from None
+        if not stream.eof or stream.unused_data:  # cut short, longer than described, or followed by stray bytes
+            body = b""
+    elif header.get("format") != 1:
+        raise ValueError(f"{path}: compact model format {header.get('format')!r}, not 1 or {COMPACT_FORMAT}")
+    if len(body) != expected:
+        raise ValueError(f"{path}: its tensors are not the {expected:,} bytes its header describes "
+                         f"(truncated or damaged)")
+    return header, body
+
+
+def tensor_nbytes(t: dict) -> int:
+    """Bytes of one tensor in a compact file: int8 weights then one fp32 scale per row, or 4 per fp32 value."""
+    n = int(torch.Size(t["shape"]).numel())
+    return n + 4 * t["shape"][0] if t["dtype"] == "int8" else 4 * n
+
+
+def load_compact(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild a save_compact file: the fused network in eval mode, weights dequantised to fp32 (the same
+    bytes give the same weights every time), and the header. Numbers are little-endian, as on x86 and ARM."""
+    header, body = read_compact(path)
     model = fuse_for_inference(build_model(header["config"]).eval())
-    state, offset = {}, start + size
-    for t, nbytes, scale_bytes in zip(tensors, sizes, scales, strict=True):
+    state, offset = {}, 0
+    for t in header["tensors"]:
+        nbytes = tensor_nbytes(t)
         if t["dtype"] == "int8":
-            q = torch.frombuffer(bytearray(data[offset:offset + nbytes]), dtype=torch.int8).float()
-            scale = torch.frombuffer(bytearray(data[offset + nbytes:offset + nbytes + scale_bytes]),
-                                     dtype=torch.float32)
-            state[t["name"]] = (q.view(len(scale), -1) * scale[:, None]).view(t["shape"])
+            rows = t["shape"][0]
+            q = torch.frombuffer(bytearray(body[offset:offset + nbytes - 4 * rows]), dtype=torch.int8).float()
+            scale = torch.frombuffer(bytearray(body[offset + nbytes - 4 * rows:offset + nbytes]), dtype=torch.float32)
+            state[t["name"]] = (q.view(rows, -1) * scale[:, None]).view(t["shape"])
         else:
-            state[t["name"]] = torch.frombuffer(bytearray(data[offset:offset + nbytes]),
+            state[t["name"]] = torch.frombuffer(bytearray(body[offset:offset + nbytes]),
                                                 dtype=torch.float32).view(t["shape"])
-        offset += nbytes + scale_bytes
+        offset += nbytes
     model.load_state_dict(state)
     return model, header
 

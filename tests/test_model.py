@@ -22,8 +22,10 @@ from model import (
     matched_mlp_config,
     mlp_params,
     quantize_int8,
+    read_compact,
     save_compact,
     store_fp16,
+    write_compact,
 )
 
 
@@ -192,13 +194,29 @@ def test_int8_quantisation_is_per_channel_and_symmetric() -> None:
     assert torch.allclose(q.float() * scale[:, None], weight, atol=float(scale.max()) / 2)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "magic", "header"])
+@pytest.mark.parametrize("damage", ["truncate", "magic", "header", "tensors", "stray bytes", "format"])
 def test_a_damaged_compact_file_is_refused(tmp_path: Path, damage: str) -> None:
     model, config = trained_mobilenet()
     path = tmp_path / "c.q8"
     save_compact(model, config, path)
     data = path.read_bytes()
-    damaged = {"truncate": data[:-10], "magic": b"XXXXX" + data[5:], "header": data[:10] + b"#" + data[11:]}[damage]
+    middle = len(data) // 2 + 50  # inside the xz stream, past the header
+    damaged = {"truncate": data[:-10], "magic": b"XXXXX" + data[5:], "header": data[:10] + b"#" + data[11:],
+               "tensors": data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1:], "stray bytes": data + b"\0",
+               "format": data.replace(b'"format":2', b'"format":3', 1)}[damage]
+    assert damaged != data
     path.write_bytes(damaged)
     with pytest.raises(ValueError, match=str(path)):
         load_compact(path)
+
+
+def test_a_format_1_compact_file_still_loads(tmp_path: Path) -> None:
+    model, config = trained_mobilenet()
+    save_compact(model, config, tmp_path / "c.q8")
+    old = tmp_path / "old.q8"
+    write_compact(old, *read_compact(tmp_path / "c.q8"), deflate=False)
+    assert old.stat().st_size > (tmp_path / "c.q8").stat().st_size  # format 2 compresses the tensors
+    (new_net, new_header), (old_net, old_header) = load_compact(tmp_path / "c.q8"), load_compact(old)
+    assert (new_header["format"], old_header["format"]) == (2, 1)
+    assert all(torch.equal(a, b) for a, b in zip(new_net.state_dict().values(), old_net.state_dict().values(),
+                                                  strict=True))

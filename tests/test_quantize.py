@@ -1,3 +1,4 @@
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from conftest import ROOT, write_train_csv
 
 import train
 from dataset import CLASS_NAMES
-from model import load_compact
+from model import COMPACT_FORMAT, load_compact, read_compact, write_compact
 
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -45,6 +46,26 @@ def test_an_oversized_file_is_refused_and_the_old_one_kept(trained: tuple[Path, 
         quantize.quantize(str(trained[0]), str(out), max_bytes=1000)
     assert out.read_bytes() == b"the previous release"
     assert [p.name for p in tmp_path.iterdir()] == ["c.q8"]
+
+
+def test_repack_rewrites_an_old_file_with_the_same_tensors(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    quantize.quantize(str(trained[0]), str(tmp_path / "c.q8"), max_bytes=225_000)
+    old = tmp_path / "old.q8"
+    write_compact(old, *read_compact(tmp_path / "c.q8"), deflate=False)
+    old_header, tensor_bytes = read_compact(old)
+    before = old.stat().st_size
+    not_compact = tmp_path / "notes.q8"
+    not_compact.write_bytes(b"not a model")
+    run = [sys.executable, str(ROOT / "tools" / "quantize.py"), "--repack"]
+    done = subprocess.run([*run, str(old)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == f"{old}: {before:,} -> {old.stat().st_size:,} bytes (format 2)\n"
+    assert read_compact(old) == ({**old_header, "format": COMPACT_FORMAT}, tensor_bytes)
+    assert old.read_bytes() == (tmp_path / "c.q8").read_bytes()  # the same file quantize writes today
+    refused = subprocess.run([*run, str(not_compact)], capture_output=True, text=True)
+    assert refused.returncode == 1 and refused.stderr.strip() == f"quantize.py: error: {not_compact}: not a compact " \
+                                                                 f"model file of this project"
+    assert not_compact.read_bytes() == b"not a model" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "c.q8", "notes.q8", "old.q8"]
 
 
 def test_the_shipped_compact_model_is_within_the_limit() -> None:

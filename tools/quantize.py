@@ -2,10 +2,12 @@
 
   python tools/quantize.py <checkpoint.pt> <out.q8> [--train-csv ../shared/fer2013/train.csv.gz]
                            [--max-bytes 225000]
+  python tools/quantize.py --repack <file.q8>...
 
 Refuses (exit 1, nothing written) when the file would be larger than --max-bytes. With --train-csv,
 prints held-out accuracy (flip TTA) of the checkpoint and of the int8 file on the checkpoint's split,
-how many predictions differ, and the largest logit difference.
+how many predictions differ, and the largest logit difference. --repack rewrites compact files of an
+older format in the current one (model.COMPACT_FORMAT) with the very same tensor bytes.
 """
 
 import argparse
@@ -19,12 +21,15 @@ sys.path.insert(0, str(ROOT))
 
 from dataset import CLASS_NAMES, read_faces, recorded_split  # noqa: E402
 from model import (  # noqa: E402
+    COMPACT_FORMAT,
     count_parameters,
     fuse_for_inference,
     load_compact,
     load_model,
     output_problem,
+    read_compact,
     save_compact,
+    write_compact,
 )
 from predict import predict_proba  # noqa: E402
 
@@ -62,13 +67,38 @@ def compare(checkpoint: str, compact: str, train_csv: str) -> dict:
             "max_log_prob_diff": (logits_fp32 - logits_int8).abs().max().item()}
 
 
+def repack(path: str) -> tuple[int, int]:
+    """Rewrite a compact file in the current format, tensor bytes unchanged (checked by reading it back);
+    returns the sizes before and after."""
+    before = Path(path).stat().st_size
+    header, tensor_bytes = read_compact(path)
+    if header["format"] != COMPACT_FORMAT:
+        write_compact(path, header, tensor_bytes)
+        if read_compact(path) != ({**header, "format": COMPACT_FORMAT}, tensor_bytes):
+            raise ValueError(f"{path}: the repacked file does not read back the same")  # released weights: check
+    return before, Path(path).stat().st_size
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint")
-    p.add_argument("out")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("out", nargs="?")
+    p.add_argument("--repack", nargs="+", metavar="FILE", help="rewrite these compact files in the current format")
     p.add_argument("--train-csv", help="also measure held-out accuracy before and after quantisation")
     p.add_argument("--max-bytes", type=int, default=225_000, help="the homework's limit for the strong baseline")
     args = p.parse_args()
+    if args.repack:
+        if args.checkpoint:
+            p.error("--repack takes no checkpoint and out")
+        for path in args.repack:
+            try:
+                before, after = repack(path)
+            except (ValueError, OSError) as e:
+                sys.exit(f"quantize.py: error: {e}")
+            print(f"{path}: {before:,} -> {after:,} bytes (format {COMPACT_FORMAT})")
+        return
+    if not args.out:
+        p.error("the checkpoint and out arguments are required")
     problem = output_problem(args.out)
     if problem:
         sys.exit(f"quantize.py: error: {problem}")
