@@ -68,9 +68,10 @@ def test_repack_rewrites_an_old_file_with_the_same_tensors(trained: tuple[Path, 
         "c.q8", "notes.q8", "old.q8"]
 
 
-def test_the_shipped_compact_model_is_within_the_limit() -> None:
+def test_the_shipped_compact_model_is_within_the_limit(tmp_path: Path) -> None:
     path = ROOT / "weights" / "compact.q8"
     assert path.stat().st_size <= 225_000  # the homework's strong-baseline limit
+    assert write_compact(tmp_path / "raw.q8", *read_compact(path), deflate=False) <= 225_000  # and without deflate
     model, header = load_compact(path)
     assert header["config"]["arch"] == "mobilenet" and header["class_names"] == list(CLASS_NAMES)
     assert header["split"] == {"method": "stratified", "val_fraction": 0.1, "seed": 0}

@@ -75,7 +75,7 @@ def repack(path: str) -> tuple[int, int]:
     if header["format"] != COMPACT_FORMAT:
         write_compact(path, header, tensor_bytes)
         if read_compact(path) != ({**header, "format": COMPACT_FORMAT}, tensor_bytes):
-            raise ValueError(f"{path}: the repacked file does not read back the same")  # released weights: check
+            raise ValueError(f"{path}: the repacked file does not read back the same")  # it rewrites weights in place
     return before, Path(path).stat().st_size
 
 
