@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from dataset import CLASS_NAMES, SIDE, DataError
+from model import keep_freed_memory
 from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, ensemble_proba, load_for_inference, model_file_problem
 
 # dlib's HOG box -> FER2013's frame of the face, and the detector's score threshold: fitted on upscaled
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None) -> list[list]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # no page faults on every batch's fresh tensors
     if args.serve:
         if args.inputs:
             fail("--serve takes no inputs: the page sends them")

@@ -5,6 +5,7 @@ training split live inside it as buffers, so a checkpoint alone is enough to pre
 """
 
 import copy
+import ctypes
 import json
 import os
 import pickle
@@ -204,6 +205,22 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
             fused.append(layer)
         module._modules = {str(i): layer for i, layer in enumerate(fused)}
     return model
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glibc's malloc.h)
+KEEP_FREED_BYTES = 1 << 30  # far above any batch's activations, so none of them is handed back between batches
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory that a batch's tensors free for the next batch. By default it returns
+    large blocks to the kernel (munmap, heap trimming), so each batch lands on fresh pages that the kernel must fault
+    in and zero: millions of page faults per test set, most of the compact model's time (docs/compact.md). False,
+    and nothing changed, under another C library (macOS, musl)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES) and libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
 
 
 def count_parameters(model: nn.Module) -> int:

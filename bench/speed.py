@@ -1,9 +1,11 @@
 """Speed figures on the real data: CSV loading and end-to-end prediction (start-up included).
 
   python bench/speed.py [--data ../shared/fer2013] [--repeats 3] [--model PATH ... | --best] [--tta VIEWS]
+                        [--python INTERPRETER ...]
 
 Prints one line per figure; prediction runs as a user runs it (a fresh `python predict.py` process),
-and the submissions of all repeats are compared byte for byte.
+and the submissions of all repeats are compared byte for byte. Several --python interpreters (say two
+virtualenvs with different torch builds) take turns, repeat by repeat, so that they share the machine's mood.
 """
 
 import argparse
@@ -43,18 +45,29 @@ def time_load(path: Path, repeats: int) -> list[float]:
     return seconds
 
 
-def time_predict(test_csv: Path, models: list[str], repeats: int, extra: list[str]) -> tuple[list[float], set[str]]:
-    seconds, digests = [], set()
+def torch_version(python: str) -> str:
+    """The torch version an interpreter imports."""
+    run = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True,
+                         check=True)
+    return run.stdout.strip()
+
+
+def time_predict(test_csv: Path, models: list[str], repeats: int, extra: list[str],
+                 pythons: list[str]) -> dict[str, tuple[list[float], set[str]]]:
+    """Wall seconds and submission digests of `python predict.py` under each interpreter, the interpreters taking
+    turns within each repeat."""
+    timings = {python: ([], set()) for python in pythons}
     model_flags = [flag for m in models for flag in ("--model", m)]
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            pred = Path(tmp) / f"pred{i}.csv"
-            start = time.perf_counter()
-            subprocess.run([sys.executable, str(ROOT / "predict.py"), str(test_csv), str(pred), *model_flags, *extra],
-                           check=True)
-            seconds.append(time.perf_counter() - start)
-            digests.add(hashlib.sha256(pred.read_bytes()).hexdigest())
-    return seconds, digests
+            for k, (python, (seconds, digests)) in enumerate(timings.items()):
+                pred = Path(tmp) / f"pred{i}_{k}.csv"
+                start = time.perf_counter()
+                subprocess.run([python, str(ROOT / "predict.py"), str(test_csv), str(pred), *model_flags, *extra],
+                               check=True)
+                seconds.append(time.perf_counter() - start)
+                digests.add(hashlib.sha256(pred.read_bytes()).hexdigest())
+    return timings
 
 
 def summary(seconds: list[float]) -> str:
@@ -69,6 +82,8 @@ def main() -> None:
     p.add_argument("--model", action="append", default=[], help="default: predict.py's released weights")
     p.add_argument("--best", action="store_true", help="predict.py --best: every released network")
     p.add_argument("--tta", choices=TTA_VIEWS, help="default: predict.py's")
+    p.add_argument("--python", action="append", default=[], help="an interpreter to run predict.py with; repeat "
+                   "to compare (they take turns); default: this one")
     args = p.parse_args()
     import torch
 
@@ -77,10 +92,17 @@ def main() -> None:
     print(f"load train.csv.gz (28,709 rows): {summary(time_load(args.data / 'train.csv.gz', args.repeats))}")
     print(f"load test.csv.gz (7,178 rows): {summary(time_load(args.data / 'test.csv.gz', args.repeats))}")
     extra = (["--best"] if args.best else []) + (["--tta", args.tta] if args.tta else [])
-    seconds, digests = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra)
+    pythons = args.python or [sys.executable]
+    timings = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra, pythons)
     models = ", ".join(args.model) or ("--best: every released network" if args.best else "released weights")
-    print(f"predict test.csv.gz ({models}, {args.tta or 'flip'} views), wall incl. start-up: {summary(seconds)}")
-    print(f"byte-identical submissions across {args.repeats} runs: {len(digests) == 1}")
+    for python, (seconds, digests) in timings.items():
+        under = f"; {python}, torch {torch_version(python)}" if args.python else ""
+        print(f"predict test.csv.gz ({models}, {args.tta or 'flip'} views{under}), wall incl. start-up: "
+              f"{summary(seconds)}")
+        print(f"byte-identical submissions across {args.repeats} runs: {len(digests) == 1}")
+    if len(pythons) > 1:
+        same = len(set().union(*(digests for _, digests in timings.values()))) == 1
+        print(f"byte-identical submissions across the {len(pythons)} interpreters: {same}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 from model import (
     DEFAULT_VGG,
@@ -220,3 +223,37 @@ def test_a_format_1_compact_file_still_loads(tmp_path: Path) -> None:
     assert (new_header["format"], old_header["format"]) == (2, 1)
     assert all(torch.equal(a, b) for a, b in zip(new_net.state_dict().values(), old_net.state_dict().values(),
                                                   strict=True))
+
+
+
+PAGE_FAULTS_OF_A_TEST_PASS = """
+import resource, sys
+import torch
+from model import build_model, fuse_for_inference, keep_freed_memory
+from predict import predict_proba
+applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+config = {"arch": "mobilenet", "channels": [36, 72, 144, 288], "blocks_per_stage": 2}  # the compact model's shape
+model = fuse_for_inference(build_model(config).eval()).to(memory_format=torch.channels_last)
+faces = torch.randint(0, 256, (256, 1, 48, 48), dtype=torch.uint8)
+predict_proba(model, faces)  # the first pass takes the memory that later ones may reuse
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+predict_proba(model, faces)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def page_faults_of_a_test_pass(mode: str) -> tuple[str, int]:
+    done = subprocess.run([sys.executable, "-c", PAGE_FAULTS_OF_A_TEST_PASS, mode], capture_output=True, text=True,
+                          cwd=ROOT, check=True, timeout=120)
+    applied, faults = done.stdout.split()
+    return applied, int(faults)
+
+
+def test_kept_memory_serves_the_next_batches_without_page_faults() -> None:
+    applied, kept = page_faults_of_a_test_pass("keep")
+    if applied == "False":
+        pytest.skip("not glibc: keep_freed_memory leaves the allocator as it is")
+    _, default = page_faults_of_a_test_pass("default")
+    first_layer_pages = 32 * 36 * 48 * 48 * 4 // 4096  # one batch's stem output, fp32
+    assert default > 8 * first_layer_pages  # by default each of the 8 batches lands on fresh pages
+    assert kept < first_layer_pages
