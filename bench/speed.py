@@ -1,11 +1,12 @@
 """Speed figures on the real data: CSV loading and end-to-end prediction (start-up included).
 
   python bench/speed.py [--data ../shared/fer2013] [--repeats 3] [--model PATH ... | --best] [--tta VIEWS]
-                        [--python INTERPRETER ...]
+                        [--python INTERPRETER ...] [--tree DIR ...]
 
 Prints one line per figure; prediction runs as a user runs it (a fresh `python predict.py` process),
-and the submissions of all repeats are compared byte for byte. Several --python interpreters (say two
-virtualenvs with different torch builds) take turns, repeat by repeat, so that they share the machine's mood.
+and the submissions of all repeats are compared byte for byte. Several interpreters (--python: say two
+virtualenvs with different torch builds) or source trees (--tree: `git worktree add /tmp/before <commit>`)
+take turns, repeat by repeat, so that a busy machine slows them alike.
 """
 
 import argparse
@@ -53,17 +54,17 @@ def torch_version(python: str) -> str:
 
 
 def time_predict(test_csv: Path, models: list[str], repeats: int, extra: list[str],
-                 pythons: list[str]) -> dict[str, tuple[list[float], set[str]]]:
-    """Wall seconds and submission digests of `python predict.py` under each interpreter, the interpreters taking
-    turns within each repeat."""
-    timings = {python: ([], set()) for python in pythons}
+                 setups: list[tuple[str, Path]]) -> dict[tuple[str, Path], tuple[list[float], set[str]]]:
+    """Wall seconds and submission digests of `python <tree>/predict.py` for each (interpreter, tree), the setups
+    taking turns within each repeat."""
+    timings = {setup: ([], set()) for setup in setups}
     model_flags = [flag for m in models for flag in ("--model", m)]
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            for k, (python, (seconds, digests)) in enumerate(timings.items()):
+            for k, ((python, tree), (seconds, digests)) in enumerate(timings.items()):
                 pred = Path(tmp) / f"pred{i}_{k}.csv"
                 start = time.perf_counter()
-                subprocess.run([python, str(ROOT / "predict.py"), str(test_csv), str(pred), *model_flags, *extra],
+                subprocess.run([python, str(tree / "predict.py"), str(test_csv), str(pred), *model_flags, *extra],
                                check=True)
                 seconds.append(time.perf_counter() - start)
                 digests.add(hashlib.sha256(pred.read_bytes()).hexdigest())
@@ -84,6 +85,8 @@ def main() -> None:
     p.add_argument("--tta", choices=TTA_VIEWS, help="default: predict.py's")
     p.add_argument("--python", action="append", default=[], help="an interpreter to run predict.py with; repeat "
                    "to compare (they take turns); default: this one")
+    p.add_argument("--tree", action="append", type=Path, default=[], help="a source tree whose predict.py runs; "
+                   "repeat to compare (they take turns); default: this one")
     args = p.parse_args()
     import torch
 
@@ -92,17 +95,18 @@ def main() -> None:
     print(f"load train.csv.gz (28,709 rows): {summary(time_load(args.data / 'train.csv.gz', args.repeats))}")
     print(f"load test.csv.gz (7,178 rows): {summary(time_load(args.data / 'test.csv.gz', args.repeats))}")
     extra = (["--best"] if args.best else []) + (["--tta", args.tta] if args.tta else [])
-    pythons = args.python or [sys.executable]
-    timings = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra, pythons)
+    setups = [(python, tree) for python in args.python or [sys.executable] for tree in args.tree or [ROOT]]
+    timings = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra, setups)
     models = ", ".join(args.model) or ("--best: every released network" if args.best else "released weights")
-    for python, (seconds, digests) in timings.items():
+    for (python, tree), (seconds, digests) in timings.items():
         under = f"; {python}, torch {torch_version(python)}" if args.python else ""
+        under += f"; tree {tree}" if args.tree else ""
         print(f"predict test.csv.gz ({models}, {args.tta or 'flip'} views{under}), wall incl. start-up: "
               f"{summary(seconds)}")
         print(f"byte-identical submissions across {args.repeats} runs: {len(digests) == 1}")
-    if len(pythons) > 1:
+    if len(setups) > 1:
         same = len(set().union(*(digests for _, digests in timings.values()))) == 1
-        print(f"byte-identical submissions across the {len(pythons)} interpreters: {same}")
+        print(f"byte-identical submissions across the {len(setups)} setups: {same}")
 
 
 if __name__ == "__main__":
