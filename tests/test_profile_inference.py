@@ -16,3 +16,4 @@ def test_it_times_and_profiles_each_model(tmp_path: Path) -> None:
                            str(tmp_path / "m.pt"), "--faces", "64"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "m.pt: " in done.stdout and " s per 64 faces" in done.stdout and "aten::" in done.stdout
+    assert "minor page faults" in done.stdout and "freed memory kept" in done.stdout
