@@ -48,6 +48,7 @@ from model import (
     fp32_state,
     fuse_for_inference,
     git_commit,
+    keep_freed_memory,
     load_checkpoint,
     load_model,
     make_checkpoint,
@@ -455,6 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.use_deterministic_algorithms(True, warn_only=True)  # an op without such a kernel warns
     # fixed batch shapes: cuDNN times its algorithms once and keeps the fastest, which may vary run to run
     torch.backends.cudnn.benchmark = not args.deterministic
+    keep_freed_memory()  # each step's CPU tensors reuse the last step's memory instead of faulting in fresh pages
     torch.manual_seed(args.seed)
 
     # data: the split, the training split's pixel statistics, and the uint8 faces moved to the device once
