@@ -588,9 +588,9 @@ def plot_compact(sweep: list[dict], path: Path) -> None:
 
 # ---------------------------------------------------------------- facts: the data file and logs -> results/
 
-SPEED_LOGS = {"ensemble": ROOT / "runs" / "cpu6" / "speed_int8_pair.log",  # bench/speed.py's logs
-              "single": ROOT / "runs" / "cpu6" / "speed_int8_s0.log",
-              "compact": ROOT / "runs" / "compact80" / "speed.log"}
+SPEED_LOGS = {"ensemble": ROOT / "runs" / "malloc" / "speed_default.log",  # bench/speed.py's logs
+              "single": ROOT / "runs" / "malloc" / "speed_single.log",
+              "compact": ROOT / "runs" / "malloc" / "speed_compact.log"}
 MLP_TRIALS = ROOT / "runs" / "mlp_recipe"  # the MLP recipe's 15-epoch trials
 
 
