@@ -214,8 +214,8 @@ KEEP_FREED_BYTES = 1 << 30  # far above any batch's activations, so none of them
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep the memory that a batch's tensors free for the next batch. By default it returns
     large blocks to the kernel (munmap, heap trimming), so each batch lands on fresh pages that the kernel must fault
-    in and zero: millions of page faults per test set, most of the compact model's time (docs/compact.md). False,
-    and nothing changed, under another C library (macOS, musl)."""
+    in and zero, which cost the compact model most of its time (docs/compact.md). False, and nothing changed, under
+    another C library (macOS, musl)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:

@@ -225,7 +225,6 @@ def test_a_format_1_compact_file_still_loads(tmp_path: Path) -> None:
                                                   strict=True))
 
 
-
 PAGE_FAULTS_OF_A_TEST_PASS = """
 import resource, sys
 import torch
