@@ -255,5 +255,5 @@ def test_kept_memory_serves_the_next_batches_without_page_faults() -> None:
     _, default = page_faults_of_a_test_pass("default")
     first_layer_pages = 32 * 36 * 48 * 48 * 4 // 4096  # one batch's stem output, fp32
     assert default > 8 * first_layer_pages  # by default each of the 8 batches lands on fresh pages
-    # now and then a worker thread's batch still lands on fresh pages, so ask for a tenth, not for none
+    # now and then one batch still lands on fresh pages, so ask for a tenth of the default's faults, not for none
     assert kept * 10 < default, f"{kept} page faults with the freed memory kept, {default} without"
