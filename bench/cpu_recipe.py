@@ -52,6 +52,9 @@ RECIPES = {
     # round 4: another family for the ensemble, whose members so far differ only in seed, crop and depth: a
     # ResNet-9-shaped net at the cpu preset's widths, its residual convs after the pool, where they cost a quarter
     "crop40_resnet": ["--crop", "40", "--arch", "resnet", "--convs-per-stage", "1"],
+    # round 6: EMA at a decay scaled to the proxy (about 100 steps of its ~3,000, the share 0.999 spans of a
+    # 150-epoch run), and batch 64 (crop40_bs64 above) at the same lr per face
+    "crop40_ema99": ["--crop", "40", "--ema", "0.99"],
 }
 
 
