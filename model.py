@@ -28,6 +28,7 @@ CHECKPOINT_FORMAT = 1
 COMPACT_MAGIC = b"FERQ8\n"  # first bytes of a compact (int8) model file
 COMPACT_FORMAT = 2  # 2: tensor bytes deflated; 1 (raw tensor bytes, the releases before it) is still read
 DEFLATE_LEVEL = 9  # int8 weights are mostly small numbers, which deflate's Huffman codes pack near their entropy
+WHITEN_EPS = 5e-4  # airbench's: patch directions with almost no variance (pixel noise) are not blown up
 
 
 class Normalize(nn.Module):
@@ -50,11 +51,16 @@ class VGG(nn.Module):
 
     def __init__(self, channels: list[int], convs_per_stage: int = 2, hidden: int = 256, dropout: float = 0.4,
                  stage_dropout: float = 0.1, num_classes: int = 7, mean: float = 0.0, std: float = 1.0,
-                 side: int = 48):
+                 side: int = 48, stem: str = "conv"):
         super().__init__()
         self.side = side  # the input's side: a model trained on crops predicts on crops (predict.views)
         layers: list[nn.Module] = [Normalize(mean, std)]
         cin = 1
+        if stem == "whiten":  # airbench's stem: a fixed conv that whitens 3x3 patches, set by whiten_stem
+            whiten = nn.Conv2d(1, 2 * 9, 3, padding=1)  # each direction and its negation, so both pass the ReLU
+            whiten.weight.requires_grad_(False)  # the data's whitening, kept; its bias still learns
+            layers += [whiten, nn.ReLU(inplace=True)]
+            cin = whiten.out_channels
         for cout in channels:
             for _ in range(convs_per_stage):
                 layers += conv_bn_relu(cin, cout)
@@ -65,6 +71,19 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+def whiten_stem(model: VGG, faces: torch.Tensor, eps: float = WHITEN_EPS) -> None:
+    """Set a whitening stem's filters from training faces (N, 1, H, W, on the 0..1 scale): the eigenvectors of the
+    covariance of their normalised 3x3 patches, each scaled by 1 / sqrt(its eigenvalue + eps), and their negations
+    (Jordan's airbench), so that the first learnt conv sees decorrelated patches of unit variance."""
+    normalize, conv = model.features[0], model.features[1]
+    with torch.no_grad():
+        patches = nn.functional.unfold(normalize(faces.float()), conv.kernel_size).transpose(1, 2).flatten(0, 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (eigenvectors.T / (eigenvalues + eps).sqrt()[:, None]).reshape(-1, *conv.weight.shape[1:])
+        conv.weight.copy_(torch.cat([filters, -filters]))
+        conv.bias.zero_()
 
 
 def hidden_layer_head(channels: int, spatial: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:

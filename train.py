@@ -53,11 +53,13 @@ from model import (
     load_model,
     make_checkpoint,
     output_problem,
+    whiten_stem,
 )
 from predict import BATCH_SIZE, RELEASED_ENSEMBLE, ensemble_proba, predict_proba
 
 HERE = Path(__file__).resolve().parent
 LR_BATCH = 128  # --lr is the peak rate for this batch size; other sizes scale it linearly (Goyal et al. 2017)
+WHITEN_FACES = 2000  # millions of 3x3 patches: plenty for their 9x9 covariance, in a moment
 RANK_STREAM = 2**32  # rank r draws its augmentation from seed + r * this: its own stream, rank 0 a lone run's
 
 # Every setting once, with its reason. A preset overrides some of them; explicit flags override the preset.
@@ -92,6 +94,7 @@ HPARAMS = {
     "hidden": DEFAULT_VGG["hidden"],
     "dropout": DEFAULT_VGG["dropout"],
     "stage_dropout": DEFAULT_VGG["stage_dropout"],
+    "stem": "conv",  # the VGG's first stage convolves the face itself; whiten: airbench's fixed whitening in front
     "mlp_depth": 2,  # two hidden layers: one more than a linear model, few enough to train without skips
     # augmentation, per face: FER2013 faces are roughly aligned, so only small geometric changes keep labels
     "no_augment": False,  # on by default: 26k faces are few for millions of weights
@@ -244,6 +247,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--mlp-depth", type=int, help="MLP: number of hidden layers")
     g.add_argument("--dropout", type=float, help="dropout before the classifier layers")
     g.add_argument("--stage-dropout", type=float, help="VGG: dropout after each pooling")
+    g.add_argument("--stem", choices=["conv", "whiten"], help="VGG: conv: the first stage convolves the face; "
+                   "whiten: a fixed conv whitening 3x3 patches (both signs) in front of it, set from the training "
+                   "faces (airbench)")
     g.add_argument("--no-normalize", action="store_true", help="skip mean/std normalisation (ablation)")
     g = p.add_argument_group("augmentation (random per face, training only, batched on the training device)")
     g.add_argument("--no-augment", action="store_true", help="train on the faces as they are (ablation)")
@@ -274,8 +280,9 @@ def model_config(args: argparse.Namespace, mean: float, std: float) -> dict:
         return {"arch": "mobilenet", "channels": channels, "blocks_per_stage": args.convs_per_stage,
                 "dropout": args.dropout, "mean": mean, "std": std, **side}
     depth = "convs_per_stage" if args.arch == "vgg" else "blocks_per_stage"  # a ResNet's stages hold blocks
+    stem = {"stem": args.stem} if args.stem != "conv" else {}  # (likewise)
     return {"arch": args.arch, "channels": channels, depth: args.convs_per_stage, "hidden": args.hidden,
-            "dropout": args.dropout, "stage_dropout": args.stage_dropout, "mean": mean, "std": std, **side}
+            "dropout": args.dropout, "stage_dropout": args.stage_dropout, "mean": mean, "std": std, **side, **stem}
 
 
 def write_json(obj: object, path: Path) -> None:
@@ -473,8 +480,12 @@ def main(argv: list[str] | None = None) -> dict:
         fail(f"{args.train_csv}: {len(train_idx)} training rows, fewer than one batch of {global_batch}")
 
     # the model, from scratch or from --init
+    if args.stem != "conv" and args.arch != "vgg":
+        fail(f"--stem {args.stem}: a VGG stem (--arch vgg), not {args.arch}'s")
     config = model_config(args, mean, std)
     model = build_model(config).to(device).to(memory_format=torch.channels_last)
+    if args.stem == "whiten":  # (--init and --resume then load the stem the run started with)
+        whiten_stem(model, train_images[:WHITEN_FACES].float().div(255))
     n_params = count_parameters(model)
     if args.init and resume is None:
         try:

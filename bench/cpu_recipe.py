@@ -55,6 +55,8 @@ RECIPES = {
     # round 6: EMA at a decay scaled to the proxy (about 100 steps of its ~3,000, the share 0.999 spans of a
     # 150-epoch run), and batch 64 (crop40_bs64 above) at the same lr per face
     "crop40_ema99": ["--crop", "40", "--ema", "0.99"],
+    # round 7: airbench's fixed patch-whitening conv in front of the VGG, for decorrelated inputs from the first step
+    "crop40_whiten": ["--crop", "40", "--stem", "whiten"],
 }
 
 

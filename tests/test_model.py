@@ -28,6 +28,7 @@ from model import (
     read_compact,
     save_compact,
     store_fp16,
+    whiten_stem,
     write_compact,
 )
 
@@ -45,6 +46,26 @@ def test_vgg_width_and_depth_are_configurable(channels: list[int], convs: int) -
     assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert n_convs == len(channels) * convs
+
+
+def test_a_whitening_stem_decorrelates_the_patches_it_was_set_from() -> None:
+    torch.manual_seed(0)
+    noise = torch.rand(64, 1, 50, 50)
+    faces = 0.8 * torch.nn.functional.avg_pool2d(noise, 3, stride=1) + 0.2 * torch.rand(64, 1, 48, 48)  # neighbours
+    model = VGG([8, 16], hidden=16, mean=0.5, std=0.2, stem="whiten")  # correlate, as a face's do
+    whiten_stem(model, faces)
+    normalize, conv = model.features[0], model.features[1]
+    assert not conv.weight.requires_grad and conv.out_channels == 18
+    with torch.no_grad():
+        out = (conv(normalize(faces)) - conv.bias[:, None, None])[:, :, 1:-1, 1:-1]  # where no padding enters
+    directions = out.permute(0, 2, 3, 1).flatten(0, 2)
+    assert torch.equal(directions[:, 9:], -directions[:, :9])
+    patches = torch.nn.functional.unfold(normalize(faces), 3).transpose(1, 2).flatten(0, 1)
+    eigenvalues = torch.linalg.eigvalsh(patches.T @ patches / len(patches))
+    covariance = directions[:, :9].T @ directions[:, :9] / len(directions)
+    expected = torch.diag(eigenvalues / (eigenvalues + 5e-4))  # decorrelated, unit variance save for eps
+    assert torch.allclose(covariance, expected, atol=1e-3)
+    assert model.eval()(faces[:2]).shape == (2, 7)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])

@@ -59,6 +59,33 @@ def test_a_small_resnet_learns_and_its_int8_file_predicts_alike(tmp_path: Path) 
     assert sum(a != b for a, b in zip(fp32, int8, strict=True)) <= 7  # of 700 faces
 
 
+def test_a_whitened_vgg_learns_keeps_its_stem_and_its_int8_file_predicts_alike(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.05", "--stem", "whiten")
+    assert result["best_val_acc"] >= 0.6  # chance is 1/7
+    run(csv, tmp_path / "short.pt", "--epochs", "1", "--lr", "0.05", "--stem", "whiten")
+    (model, checkpoint), (short, _) = load_model(tmp_path / "m.pt"), load_model(tmp_path / "short.pt")
+    assert checkpoint["config"]["stem"] == "whiten"
+    stem, short_stem = model.features[1], short.features[1]
+    assert torch.equal(stem.weight, short_stem.weight)  # set from the same faces, then kept: only its bias learnt
+    assert not torch.equal(stem.bias, short_stem.bias) and not torch.equal(model.features[3].weight,
+                                                                           short.features[3].weight)
+    save_compact(model, checkpoint["config"], tmp_path / "m.q8")
+    for name in ("m.pt", "m.q8"):
+        predict.main([str(csv), str(tmp_path / f"{name}.csv"), "--model", str(tmp_path / name), "--tta", "none"])
+    fp32, int8 = ((tmp_path / f"{name}.csv").read_text().splitlines() for name in ("m.pt", "m.q8"))
+    assert sum(a != b for a, b in zip(fp32, int8, strict=True)) <= 7  # of 700 faces
+
+
+def test_a_whitening_stem_on_another_architecture_is_a_clear_error(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    csv = write_train_csv(tmp_path / "train.csv")
+    with pytest.raises(SystemExit) as exit_info:
+        run(csv, tmp_path / "m.pt", "--epochs", "1", "--arch", "resnet", "--stem", "whiten")
+    assert exit_info.value.code == 2 and "--stem whiten" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_early_stopping_stops_when_validation_stalls(tmp_path: Path) -> None:
     labels = np.random.default_rng(0).integers(0, 7, 280)  # random labels: nothing to learn
     csv = write_train_csv(tmp_path / "train.csv", labels=labels)
