@@ -71,6 +71,8 @@ HPARAMS = {
     "lr": 0.05,  # peak lr per LR_BATCH faces: the rate the released cpu-preset models trained at
     "momentum": 0.9,  # the usual; Nesterov look-ahead on top
     "weight_decay": 5e-4,  # VGG-scale nets overfit 26k faces quickly without it
+    "norm_decay": True,  # the decay on BatchNorm's scales and shifts and on biases too, as the released models
+    # trained; off: on conv and linear weights only (Goyal et al. 2017), whose scale the BatchNorm after them undoes
     "label_smoothing": 0.1,  # FER2013 labels are noisy (human agreement is about 65 %)
     "ema": 0.0,  # per-step decay of a moving average of the weights and BatchNorm statistics, which is then what is
     # scored, kept and released (0: off); it smooths the last, noisy steps of a short schedule
@@ -207,6 +209,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    f"lr * global batch / {LR_BATCH} (SGD, Nesterov, one-cycle)")
     g.add_argument("--momentum", type=float)
     g.add_argument("--weight-decay", type=float)
+    g.add_argument("--norm-decay", action=argparse.BooleanOptionalAction, help="weight decay on BatchNorm's "
+                   "scales and shifts and on biases too; --no-norm-decay: on conv and linear weights only")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--ema", type=float, help="decay of a per-step exponential moving average of the weights; the "
                    "average is scored and kept (0: off; 0.999 averages about the last 1,000 steps)")
@@ -331,6 +335,16 @@ def consistent_targets(teachers: list[nn.Module], x: torch.Tensor, bf16: bool) -
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             probs += teacher(view).float().softmax(1)
     return (probs / len(teachers)).clamp_min(1e-8).log()
+
+
+def decay_groups(model: nn.Module, norm_decay: bool) -> list[dict]:
+    """The optimiser's parameter groups: one, decayed alike, or (norm_decay False) the conv and linear weights
+    apart from the BatchNorm scales and shifts and the biases, which get no weight decay."""
+    if norm_decay:
+        return [{"params": list(model.parameters())}]
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -523,8 +537,8 @@ def main(argv: list[str] | None = None) -> dict:
     # optimiser, schedule and loss; the lr follows the global batch (the gradient DDP averages over it)
     steps_per_epoch = len(train_idx) // global_batch
     peak_lr = args.lr * global_batch / LR_BATCH
-    optimizer = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=args.momentum, nesterov=True,
-                                weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(decay_groups(model, args.norm_decay), lr=peak_lr, momentum=args.momentum,
+                                nesterov=True, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak_lr, pct_start=args.warmup,
                                                     total_steps=args.epochs * steps_per_epoch)
     weights = class_weights(train_labels.cpu()).to(device) if args.class_weighted else None

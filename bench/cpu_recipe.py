@@ -57,6 +57,9 @@ RECIPES = {
     "crop40_ema99": ["--crop", "40", "--ema", "0.99"],
     # round 7: airbench's fixed patch-whitening conv in front of the VGG, for decorrelated inputs from the first step
     "crop40_whiten": ["--crop", "40", "--stem", "whiten"],
+    # round 8: a BatchNorm setting: no weight decay on its scales and shifts (nor on biases), which normalisation
+    # makes a pull towards a flat, zero-shift layer rather than a regulariser of the function
+    "crop40_normwd0": ["--crop", "40", "--no-norm-decay"],
 }
 
 

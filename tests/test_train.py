@@ -86,6 +86,22 @@ def test_a_whitening_stem_on_another_architecture_is_a_clear_error(tmp_path: Pat
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_without_norm_decay_only_conv_and_linear_weights_decay(tmp_path: Path) -> None:
+    model = build_model({"arch": "vgg", "channels": [8, 16], "hidden": 32, "stem": "whiten"})
+    decayed, spared = train.decay_groups(model, norm_decay=False)
+    assert spared["weight_decay"] == 0.0 and "weight_decay" not in decayed  # (the optimiser's default decay)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)]
+    expected = {id(p) for m in norms for p in (m.weight, m.bias)} | {id(model.classifier[-1].bias),
+                                                                      id(model.features[1].bias)}
+    assert {id(p) for p in spared["params"]} == expected
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)][1:]  # (the stem: fixed)
+    assert {id(p) for p in decayed["params"]} == {id(m.weight) for m in layers}
+    assert [p for g in train.decay_groups(model, norm_decay=True) for p in g["params"]] == list(model.parameters())
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.05", "--no-norm-decay")
+    assert result["best_val_acc"] >= 0.6  # chance is 1/7
+
+
 def test_early_stopping_stops_when_validation_stalls(tmp_path: Path) -> None:
     labels = np.random.default_rng(0).integers(0, 7, 280)  # random labels: nothing to learn
     csv = write_train_csv(tmp_path / "train.csv", labels=labels)
