@@ -303,15 +303,17 @@ def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, rotate: float, shift: float, scale: float,
-            erase: float, out_side: int | None = None) -> torch.Tensor:
+            erase: float, out_side: int | None = None, pixels: int | None = None) -> torch.Tensor:
     """Random per face, as one batched operation on x's device: horizontal flip, rotation up to `rotate`
     degrees, zoom by up to +-scale, translation by up to +-shift of the side (all in one grid_sample,
     black outside the face), then, with probability `erase`, one black rectangle of 2-15 % of the area
     (aspect 0.3-3.3, as torchvision's RandomErasing). x: float (B, 1, S, S) on the 0..1 scale. out_side:
     the faces come out as that many pixels a side, the middle of the transformed face at its own scale (the
-    shift makes it a random crop), from the same grid_sample: a smaller input costs nothing extra here."""
+    shift makes it a random crop), from the same grid_sample: a smaller input costs nothing extra here. pixels: that
+    view sampled on a coarser grid of this many pixels a side (progressive resizing: the same face, fewer FLOPs)."""
     b, _, side, _ = x.shape
     out_side = out_side or side
+    pixels = pixels or out_side
     u = torch.rand(b, 10, generator=generator, device=x.device)
     # Inverse map of each output pixel to the input (normalised coordinates): undo the translation, then
     # the rotation and zoom; negating the x row mirrors the face.
@@ -323,9 +325,9 @@ def augment(x: torch.Tensor, generator: torch.Generator, rotate: float, shift: f
                          torch.stack([-sin, cos, sin * tx - cos * ty], 1)], 1)
     theta[:, 0] *= torch.where(u[:, 4] < 0.5, -1.0, 1.0)[:, None]
     theta[:, :, :2] *= out_side / side  # the output spans the middle out_side pixels of the input, not all of it
-    grid = F.affine_grid(theta, [b, 1, out_side, out_side], align_corners=False)
+    grid = F.affine_grid(theta, [b, 1, pixels, pixels], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    side = out_side
+    side = pixels
     # Random erasing: a rectangle of area a and aspect r, placed uniformly, on a random subset of faces.
     area = (0.02 + 0.13 * u[:, 5]) * side * side
     aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * u[:, 6])

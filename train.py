@@ -102,6 +102,9 @@ HPARAMS = {
     "no_augment": False,  # on by default: 26k faces are few for millions of weights
     "crop": 0,  # train on random crops of this side (0: the whole 48-px face); predict on the centre crop or, with
     # --tta crops, the five crops: fewer pixels per face is fewer FLOPs per step
+    "progressive": 0,  # with --crop: the views of the schedule's first half sampled on this many pixels a side,
+    # rising to the crop's own by three quarters (progressive resizing): fewer FLOPs early, full resolution for the
+    # anneal; the head still sees the same last map, so the side may shrink only while side // 2**stages holds; 0: off
     "rotate": 10.0,  # degrees
     "shift": 0.1,  # fraction of the side
     "scale": 0.1,  # relative zoom in or out
@@ -260,6 +263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--augment", dest="no_augment", action="store_false", help="augment where the preset does not")
     g.add_argument("--crop", type=int, help="train on random crops of this side, predict on the centre one "
                    "(0: the whole face)")
+    g.add_argument("--progressive", type=int, help="with --crop: train the first half of the schedule on the crops "
+                   "sampled at this many pixels a side, rising to the crop's own by three quarters (0: off)")
     g.add_argument("--rotate", type=float, help="max rotation, degrees")
     g.add_argument("--shift", type=float, help="max translation, fraction of the side")
     g.add_argument("--scale", type=float, help="max relative zoom in or out")
@@ -372,6 +377,32 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+PROGRESSIVE_HOLD, PROGRESSIVE_FULL = 0.5, 0.75  # --progressive: its fewest pixels until half the schedule, the
+# crop's own from three quarters on, so that the anneal, where a one-cycle run gains most, sees what predict.py sees
+
+
+def progressive_pixels(args: argparse.Namespace, epoch: int) -> int | None:
+    """The side of this epoch's training views in pixels under --progressive (None: the crop's own)."""
+    if not args.progressive:
+        return None
+    ramp = (epoch / args.epochs - PROGRESSIVE_HOLD) / (PROGRESSIVE_FULL - PROGRESSIVE_HOLD)
+    return round(args.progressive + (args.crop - args.progressive) * min(max(ramp, 0.0), 1.0))
+
+
+def progressive_problem(args: argparse.Namespace) -> str | None:
+    """Why --progressive cannot run with these flags, if it cannot."""
+    if not args.progressive:
+        return None
+    if not args.crop or args.arch == "mlp" or (args.teacher and args.distill == "consistent"):
+        return "--progressive: needs --crop and a convolutional net, without watching teachers"
+    stride = 2 ** len(args.channels.split(","))  # the net's max-pools: the head reads side // stride a side
+    if args.progressive >= args.crop or args.progressive // stride != args.crop // stride:
+        return (f"--progressive {args.progressive}: the last map would differ from the {args.crop}-px crop's "
+                f"{args.crop // stride}x{args.crop // stride}; give a side from {args.crop // stride * stride} to "
+                f"{args.crop - 1}")
+    return None
+
+
 def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     teacher: torch.Tensor | None, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn, args: argparse.Namespace,
@@ -393,6 +424,7 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tenso
     torch.manual_seed(stream)  # dropout (the global generators, CUDA's too)
     # Sums stay on the device: a .item() per step would make the CPU wait for the GPU every batch.
     total_loss, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    pixels = progressive_pixels(args, epoch)
     for idx in tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=None if rank == 0 else True,
                     dynamic_ncols=True):
         # the batch: gathered, scaled and augmented on the device, in one operation for all faces
@@ -400,9 +432,11 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tenso
         x = images[idx].float().div_(255)
         side = None if teachers else args.crop or None
         if not args.no_augment:
-            x = augment(x, generator, args.rotate, args.shift, args.scale, args.erase, out_side=side)
+            x = augment(x, generator, args.rotate, args.shift, args.scale, args.erase, out_side=side, pixels=pixels)
         elif side:
             x = centre_crop(x, side)
+            if pixels:  # the same sample points as augment's grid would take
+                x = nn.functional.interpolate(x, size=(pixels, pixels), mode="bilinear", align_corners=False)
         x, partner, lam = mix(x, generator, host_rng, args.mixup, args.cutmix)
         y, t = labels[idx], None if teacher is None else teacher[idx]
         if teachers:  # consistent distillation: the targets of exactly these (mixed) faces
@@ -431,6 +465,8 @@ def train_one_epoch(model: nn.Module, step_model: nn.Module, images: torch.Tenso
     steps = len(batches) * world
     result = {"train_loss": totals[0].item() / steps, "train_acc": totals[1].item() / (steps * args.batch_size),
               "train_seconds": time.time() - start}  # (after .item(): the device has finished the epoch)
+    if pixels:
+        result["train_pixels"] = pixels
     if world > 1:  # a check, logged: how many faces the ranks saw, and how many more than once
         seen = torch.bincount(torch.cat(batches), minlength=len(images))
         dist.all_reduce(seen)
@@ -496,6 +532,9 @@ def main(argv: list[str] | None = None) -> dict:
     # the model, from scratch or from --init
     if args.stem != "conv" and args.arch != "vgg":
         fail(f"--stem {args.stem}: a VGG stem (--arch vgg), not {args.arch}'s")
+    problem = progressive_problem(args)
+    if problem:
+        fail(problem)
     config = model_config(args, mean, std)
     model = build_model(config).to(device).to(memory_format=torch.channels_last)
     if args.stem == "whiten":  # (--init and --resume then load the stem the run started with)

@@ -189,6 +189,21 @@ def test_a_crop_is_the_middle_of_the_face_at_its_own_scale_or_its_mirror() -> No
     assert shifted.shape == out.shape and (shifted - out).abs().flatten(1).amax(1).min() > 1e-3
 
 
+def test_fewer_pixels_sample_the_same_view_on_a_coarser_grid() -> None:
+    x = torch.nn.functional.avg_pool2d(torch.rand(64, 1, 52, 52), 5, stride=1)  # (smooth, as faces are)
+
+    def view(seed: int, rotate: float, pixels: int | None = None) -> torch.Tensor:
+        return augment(x, torch.Generator().manual_seed(seed), rotate, 0.1 * bool(rotate), 0.1 * bool(rotate), 0,
+                       out_side=40, pixels=pixels)
+
+    coarse, fine = view(0, 0, pixels=20), view(0, 0)
+    assert coarse.shape == (64, 1, 20, 20)  # a coarse pixel's centre falls between four fine ones: their mean
+    assert torch.allclose(coarse, torch.nn.functional.avg_pool2d(fine, 2), atol=1e-5)
+    coarse, fine, other = view(0, 10, pixels=20), view(0, 10), view(1, 10)  # turned, zoomed and shifted alike
+    error = (coarse - torch.nn.functional.avg_pool2d(fine, 2)).abs().mean()
+    assert error < 0.25 * (coarse - torch.nn.functional.avg_pool2d(other, 2)).abs().mean()
+
+
 def test_a_shift_moves_the_face_and_fills_black() -> None:
     x = torch.ones(64, 1, 48, 48)
     out = augment(x, torch.Generator().manual_seed(0), 0, 0.1, 0, 0)

@@ -102,6 +102,27 @@ def test_without_norm_decay_only_conv_and_linear_weights_decay(tmp_path: Path) -
     assert result["best_val_acc"] >= 0.6  # chance is 1/7
 
 
+def test_progressive_resizing_trains_on_fewer_pixels_first_and_ends_on_the_crop(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=700)
+    four_stages = ["--channels", "8,8,16,16", *TINY[2:]]  # a 40-px crop ends 2x2, as any side from 32 px does
+    result = run(csv, tmp_path / "m.pt", "--epochs", "8", "--lr", "0.05", "--crop", "40", "--progressive", "32",
+                 model=four_stages)
+    assert [h["train_pixels"] for h in result["history"]] == [32, 32, 32, 32, 36, 40, 40, 40]
+    assert result["best_val_acc"] >= 0.6  # chance is 1/7
+    assert load_checkpoint(tmp_path / "m.pt")["config"]["side"] == 40
+
+
+@pytest.mark.parametrize("flags", [["--crop", "40", "--progressive", "31"], ["--crop", "40", "--progressive", "40"],
+                                   ["--crop", "0", "--progressive", "32"], ["--crop", "40", "--progressive", "32", "--arch", "mlp"]])
+def test_progressive_resizing_that_cannot_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                               flags: list[str]) -> None:
+    csv = write_train_csv(tmp_path / "train.csv")
+    with pytest.raises(SystemExit) as exit_info:
+        run(csv, tmp_path / "m.pt", "--epochs", "1", "--channels", "8,8,16,16", *flags, model=TINY_MODEL)
+    assert exit_info.value.code == 2 and "--progressive" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_early_stopping_stops_when_validation_stalls(tmp_path: Path) -> None:
     labels = np.random.default_rng(0).integers(0, 7, 280)  # random labels: nothing to learn
     csv = write_train_csv(tmp_path / "train.csv", labels=labels)
