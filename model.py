@@ -46,6 +46,18 @@ def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
+def stem_layers(stem: str, mean: float, std: float) -> tuple[list[nn.Module], int]:
+    """What a CNN puts in front of its first learnt conv, and the channels that conv then reads. conv: the
+    normalised face; whiten: airbench's fixed conv that whitens its 3x3 patches, set by whiten_stem."""
+    if stem == "conv":
+        return [Normalize(mean, std)], 1
+    if stem != "whiten":
+        raise ValueError(f"unknown stem {stem!r}: conv or whiten")
+    whiten = nn.Conv2d(1, 2 * 9, 3, padding=1)  # each direction and its negation, so both pass the ReLU
+    whiten.weight.requires_grad_(False)  # the data's whitening, kept; its bias still learns
+    return [Normalize(mean, std), whiten, nn.ReLU(inplace=True)], whiten.out_channels
+
+
 class VGG(nn.Module):
     """Stages of (3x3 conv, BatchNorm, ReLU) x convs_per_stage, each closed by 2x2 max-pool."""
 
@@ -54,13 +66,7 @@ class VGG(nn.Module):
                  side: int = 48, stem: str = "conv"):
         super().__init__()
         self.side = side  # the input's side: a model trained on crops predicts on crops (predict.views)
-        layers: list[nn.Module] = [Normalize(mean, std)]
-        cin = 1
-        if stem == "whiten":  # airbench's stem: a fixed conv that whitens 3x3 patches, set by whiten_stem
-            whiten = nn.Conv2d(1, 2 * 9, 3, padding=1)  # each direction and its negation, so both pass the ReLU
-            whiten.weight.requires_grad_(False)  # the data's whitening, kept; its bias still learns
-            layers += [whiten, nn.ReLU(inplace=True)]
-            cin = whiten.out_channels
+        layers, cin = stem_layers(stem, mean, std)
         for cout in channels:
             for _ in range(convs_per_stage):
                 layers += conv_bn_relu(cin, cout)
@@ -73,10 +79,11 @@ class VGG(nn.Module):
         return self.classifier(self.features(x))
 
 
-def whiten_stem(model: VGG, faces: torch.Tensor, eps: float = WHITEN_EPS) -> None:
-    """Set a whitening stem's filters from training faces (N, 1, H, W, on the 0..1 scale): the eigenvectors of the
-    covariance of their normalised 3x3 patches, each scaled by 1 / sqrt(its eigenvalue + eps), and their negations
-    (Jordan's airbench), so that the first learnt conv sees decorrelated patches of unit variance."""
+def whiten_stem(model: nn.Module, faces: torch.Tensor, eps: float = WHITEN_EPS) -> None:
+    """Set the stem of a VGG or ResNet built with stem="whiten" from training faces (N, 1, H, W, on the 0..1 scale):
+    the eigenvectors of the covariance of their normalised 3x3 patches, each scaled by 1 / sqrt(its eigenvalue + eps),
+    and their negations (Jordan's airbench), so that the first learnt conv sees decorrelated patches of unit
+    variance."""
     normalize, conv = model.features[0], model.features[1]
     with torch.no_grad():
         patches = nn.functional.unfold(normalize(faces.float()), conv.kernel_size).transpose(1, 2).flatten(0, 1)
@@ -119,10 +126,11 @@ class ResNet(nn.Module):
 
     def __init__(self, channels: list[int], blocks_per_stage: int = 1, hidden: int = 256, dropout: float = 0.4,
                  stage_dropout: float = 0.1, num_classes: int = 7, mean: float = 0.0, std: float = 1.0,
-                 side: int = 48):
+                 side: int = 48, stem: str = "conv"):
         super().__init__()
         self.side = side
-        layers: list[nn.Module] = [Normalize(mean, std), *conv_bn_relu(1, channels[0])]
+        layers, cin = stem_layers(stem, mean, std)
+        layers += conv_bn_relu(cin, channels[0])
         cin = channels[0]
         for cout in channels:
             layers += [*conv_bn_relu(cin, cout), nn.MaxPool2d(2)]

@@ -96,7 +96,7 @@ HPARAMS = {
     "hidden": DEFAULT_VGG["hidden"],
     "dropout": DEFAULT_VGG["dropout"],
     "stage_dropout": DEFAULT_VGG["stage_dropout"],
-    "stem": "conv",  # the VGG's first stage convolves the face itself; whiten: airbench's fixed whitening in front
+    "stem": "conv",  # the first learnt conv reads the face itself; whiten: airbench's fixed whitening in front
     "mlp_depth": 2,  # two hidden layers: one more than a linear model, few enough to train without skips
     # augmentation, per face: FER2013 faces are roughly aligned, so only small geometric changes keep labels
     "no_augment": False,  # on by default: 26k faces are few for millions of weights
@@ -254,7 +254,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--mlp-depth", type=int, help="MLP: number of hidden layers")
     g.add_argument("--dropout", type=float, help="dropout before the classifier layers")
     g.add_argument("--stage-dropout", type=float, help="VGG: dropout after each pooling")
-    g.add_argument("--stem", choices=["conv", "whiten"], help="VGG: conv: the first stage convolves the face; "
+    g.add_argument("--stem", choices=["conv", "whiten"], help="VGG, ResNet: conv: the first conv reads the face; "
                    "whiten: a fixed conv whitening 3x3 patches (both signs) in front of it, set from the training "
                    "faces (airbench)")
     g.add_argument("--no-normalize", action="store_true", help="skip mean/std normalisation (ablation)")
@@ -530,8 +530,8 @@ def main(argv: list[str] | None = None) -> dict:
         fail(f"{args.train_csv}: {len(train_idx)} training rows, fewer than one batch of {global_batch}")
 
     # the model, from scratch or from --init
-    if args.stem != "conv" and args.arch != "vgg":
-        fail(f"--stem {args.stem}: a VGG stem (--arch vgg), not {args.arch}'s")
+    if args.stem != "conv" and args.arch not in ("vgg", "resnet"):
+        fail(f"--stem {args.stem}: a VGG or ResNet stem, not {args.arch}'s")
     problem = progressive_problem(args)
     if problem:
         fail(problem)

@@ -63,6 +63,8 @@ RECIPES = {
     # round 9: progressive resizing, the first half of the schedule on 32-px samples of the 40-px view (the last
     # map is still 2x2): 78 % of the conv FLOPs over 15 epochs, if it costs no accuracy
     "crop40_prog32": ["--crop", "40", "--progressive", "32"],
+    # round 10: round 7's whitening stem in front of round 4's ResNet, against the ResNet, for the other family
+    "crop40_resnet_whiten": ["--crop", "40", "--arch", "resnet", "--convs-per-stage", "1", "--stem", "whiten"],
 }
 
 

@@ -48,11 +48,13 @@ def test_vgg_width_and_depth_are_configurable(channels: list[int], convs: int) -
     assert n_convs == len(channels) * convs
 
 
-def test_a_whitening_stem_decorrelates_the_patches_it_was_set_from() -> None:
+@pytest.mark.parametrize("arch", ["vgg", "resnet"])
+def test_a_whitening_stem_decorrelates_the_patches_it_was_set_from(arch: str) -> None:
     torch.manual_seed(0)
     noise = torch.rand(64, 1, 50, 50)
     faces = 0.8 * torch.nn.functional.avg_pool2d(noise, 3, stride=1) + 0.2 * torch.rand(64, 1, 48, 48)  # neighbours
-    model = VGG([8, 16], hidden=16, mean=0.5, std=0.2, stem="whiten")  # correlate, as a face's do
+    model = build_model({"arch": arch, "channels": [8, 16], "hidden": 16, "mean": 0.5, "std": 0.2,  # correlate,
+                         "stem": "whiten"})  # as a face's do
     whiten_stem(model, faces)
     normalize, conv = model.features[0], model.features[1]
     assert not conv.weight.requires_grad and conv.out_channels == 18
@@ -65,7 +67,13 @@ def test_a_whitening_stem_decorrelates_the_patches_it_was_set_from() -> None:
     covariance = directions[:, :9].T @ directions[:, :9] / len(directions)
     expected = torch.diag(eigenvalues / (eigenvalues + 5e-4))  # decorrelated, unit variance save for eps
     assert torch.allclose(covariance, expected, atol=1e-3)
+    assert model.features[3].in_channels == 18  # the first learnt conv reads the whitened directions
     assert model.eval()(faces[:2]).shape == (2, 7)
+
+
+def test_an_unknown_stem_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown stem"):
+        VGG([8, 16], stem="patch")
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])

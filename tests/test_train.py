@@ -59,11 +59,13 @@ def test_a_small_resnet_learns_and_its_int8_file_predicts_alike(tmp_path: Path) 
     assert sum(a != b for a, b in zip(fp32, int8, strict=True)) <= 7  # of 700 faces
 
 
-def test_a_whitened_vgg_learns_keeps_its_stem_and_its_int8_file_predicts_alike(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["vgg", "resnet"])
+def test_a_whitened_cnn_learns_keeps_its_stem_and_its_int8_file_predicts_alike(tmp_path: Path, arch: str) -> None:
     csv = write_train_csv(tmp_path / "train.csv", n=700)
-    result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.05", "--stem", "whiten")
+    shape = ("--arch", arch, "--convs-per-stage", "1") if arch == "resnet" else ()
+    result = run(csv, tmp_path / "m.pt", "--epochs", "6", "--lr", "0.05", "--stem", "whiten", *shape)
     assert result["best_val_acc"] >= 0.6  # chance is 1/7
-    run(csv, tmp_path / "short.pt", "--epochs", "1", "--lr", "0.05", "--stem", "whiten")
+    run(csv, tmp_path / "short.pt", "--epochs", "1", "--lr", "0.05", "--stem", "whiten", *shape)
     (model, checkpoint), (short, _) = load_model(tmp_path / "m.pt"), load_model(tmp_path / "short.pt")
     assert checkpoint["config"]["stem"] == "whiten"
     stem, short_stem = model.features[1], short.features[1]
@@ -81,7 +83,7 @@ def test_a_whitening_stem_on_another_architecture_is_a_clear_error(tmp_path: Pat
                                                                     capsys: pytest.CaptureFixture) -> None:
     csv = write_train_csv(tmp_path / "train.csv")
     with pytest.raises(SystemExit) as exit_info:
-        run(csv, tmp_path / "m.pt", "--epochs", "1", "--arch", "resnet", "--stem", "whiten")
+        run(csv, tmp_path / "m.pt", "--epochs", "1", "--arch", "mobilenet", "--stem", "whiten")
     assert exit_info.value.code == 2 and "--stem whiten" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
 
