@@ -28,6 +28,7 @@ CHECKPOINT_FORMAT = 1
 COMPACT_MAGIC = b"FERQ8\n"  # first bytes of a compact (int8) model file
 COMPACT_FORMAT = 2  # 2: tensor bytes deflated; 1 (raw tensor bytes, the releases before it) is still read
 DEFLATE_LEVEL = 9  # int8 weights are mostly small numbers, which deflate's Huffman codes pack near their entropy
+STEMS = ("conv", "whiten")  # what a VGG or ResNet puts in front of its first learnt conv (stem_layers)
 WHITEN_EPS = 5e-4  # airbench's: patch directions with almost no variance (pixel noise) are not blown up
 
 
@@ -52,7 +53,7 @@ def stem_layers(stem: str, mean: float, std: float) -> tuple[list[nn.Module], in
     if stem == "conv":
         return [Normalize(mean, std)], 1
     if stem != "whiten":
-        raise ValueError(f"unknown stem {stem!r}: conv or whiten")
+        raise ValueError(f"unknown stem {stem!r}: one of {', '.join(STEMS)}")
     whiten = nn.Conv2d(1, 2 * 9, 3, padding=1)  # each direction and its negation, so both pass the ReLU
     whiten.weight.requires_grad_(False)  # the data's whitening, kept; its bias still learns
     return [Normalize(mean, std), whiten, nn.ReLU(inplace=True)], whiten.out_channels

@@ -41,6 +41,7 @@ from dataset import (
 )
 from model import (
     DEFAULT_VGG,
+    STEMS,
     atomic_save,
     atomic_write,
     build_model,
@@ -254,7 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--mlp-depth", type=int, help="MLP: number of hidden layers")
     g.add_argument("--dropout", type=float, help="dropout before the classifier layers")
     g.add_argument("--stage-dropout", type=float, help="VGG: dropout after each pooling")
-    g.add_argument("--stem", choices=["conv", "whiten"], help="VGG, ResNet: conv: the first conv reads the face; "
+    g.add_argument("--stem", choices=STEMS, help="VGG, ResNet: conv: the first conv reads the face; "
                    "whiten: a fixed conv whitening 3x3 patches (both signs) in front of it, set from the training "
                    "faces (airbench)")
     g.add_argument("--no-normalize", action="store_true", help="skip mean/std normalisation (ablation)")
