@@ -209,7 +209,19 @@ def test_without_a_preset_cuda_gets_full_and_a_cpu_gets_cpu(tmp_path: Path, caps
     assert args.preset == "cpu" and args.preset_chosen and args.epochs == train.PRESETS["cpu"]["epochs"]
     csv = write_train_csv(tmp_path / "train.csv")
     run(csv, tmp_path / "m.pt", "--epochs", "1", "--device", "cpu")
-    assert capsys.readouterr().out.splitlines()[0].startswith("preset: cpu (no --preset given")
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.startswith("preset: cpu (no --preset given")
+    assert first_line.endswith("its --progressive 32 is off with these flags")  # the tiny net's last map differs
+
+
+def test_the_cpu_presets_progressive_resizing_is_off_where_its_crop_or_net_differ() -> None:
+    assert train.parse_args(["x.csv", "--preset", "cpu"]).progressive == 32
+    for flags in (["--crop", "0"], ["--crop", "44"], ["--arch", "mlp"], ["--channels", "8,16"]):
+        args = train.parse_args(["x.csv", "--preset", "cpu", *flags])
+        assert args.progressive == 0 and args.preset_progressive_off, flags
+    asked = train.parse_args(["x.csv", "--preset", "cpu", "--crop", "44", "--prog", "36"])  # (an abbreviation)
+    assert asked.progressive == 36 and not asked.preset_progressive_off
+    assert train.parse_args(["x.csv", "--preset", "cpu", "--progressive", "0"]).progressive == 0
 
 
 def test_the_mlp_preset_is_matched_to_the_default_vgg() -> None:
