@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import torch
 from conftest import ROOT, write_train_csv
 
 
@@ -27,3 +28,20 @@ def test_it_times_each_variant_and_the_first_epochs_excess(tmp_path) -> None:
     summary = result.stdout.strip().splitlines()[-2:]
     assert summary[0].startswith(f"{ROOT}: median ") and summary[1].startswith(f"{ROOT} --crop 40: median ")
     assert all("faces/s; first epoch " in line for line in summary)
+
+
+def test_it_labels_each_interpreter_with_its_torch_release(tmp_path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=300)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_epoch.py"), str(csv), "--python",
+                             sys.executable, "--repeats", "1", "--flags", "--channels 4,8 --hidden 8"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{sys.executable}: torch {torch.__version__}" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith(f"torch {torch.__version__} {ROOT}: median ")
+
+
+def test_an_interpreter_without_torch_is_refused(tmp_path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv", n=300)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_epoch.py"), str(csv), "--python",
+                             "/bin/false"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "/bin/false: cannot import torch" in result.stderr
