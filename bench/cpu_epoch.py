@@ -25,7 +25,10 @@ FACES_PER_S = re.compile(r"(\d+) faces/s")
 
 def torch_version(python: str) -> str:
     """The torch release that an interpreter imports."""
-    done = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    try:
+        done = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    except OSError as error:  # no such file, not executable
+        sys.exit(f"cpu_epoch.py: {python}: {error.strerror}")
     if done.returncode != 0:
         sys.exit(f"cpu_epoch.py: {python}: cannot import torch")
     return done.stdout.strip()

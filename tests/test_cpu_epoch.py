@@ -45,3 +45,7 @@ def test_an_interpreter_without_torch_is_refused(tmp_path) -> None:
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_epoch.py"), str(csv), "--python",
                              "/bin/false"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "/bin/false: cannot import torch" in result.stderr
+    missing = tmp_path / "no-python"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_epoch.py"), str(csv), "--python",
+                             str(missing)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and result.stderr.strip() == f"cpu_epoch.py: {missing}: No such file or directory"
