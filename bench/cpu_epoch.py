@@ -66,16 +66,14 @@ def main() -> None:
                for variant in args.variant or [""]]
     print(f"cpu preset, {args.epochs} epoch(s) per run, the last timed{', flags ' + args.flags if args.flags else ''}; "
           f"{args.repeats} repeats", flush=True)
-    if args.python:  # the label of each run then starts with its torch release
-        versions = {python: f"torch {torch_version(python)} " for python in pythons}
-        for python, version in versions.items():
-            print(f"{python}: {version.strip()}", flush=True)
-    else:
-        versions = {sys.executable: ""}
+    # with --python, the label of each run starts with its torch release
+    versions = {python: f"torch {torch_version(python)} " for python in args.python or []}
+    for python, version in versions.items():
+        print(f"{python}: {version.strip()}", flush=True)
     runs: dict[str, list[tuple[float, float | None, float]]] = {}
     for repeat in range(args.repeats):
         for python, tree, variant in configs:
-            label = f"{versions[python]}{tree}{' ' + variant if variant else ''}"
+            label = f"{versions.get(python, '')}{tree}{' ' + variant if variant else ''}"
             flags = [*args.flags.split(), *variant.split()]
             runs.setdefault(label, []).append(epoch_seconds(tree, args.train_csv, flags, args.epochs, python))
             print(f"repeat {repeat + 1}: {label}: {runs[label][-1][0]:.1f} s", flush=True)
