@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dataset import CLASS_NAMES, SIDE, DataError
 from model import keep_freed_memory
-from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, ensemble_proba, load_for_inference, model_file_problem
+from predict import RELEASED, ensemble_proba, load_for_inference, model_file_problem, released
 
 # dlib's HOG box -> FER2013's frame of the face, and the detector's score threshold: fitted on upscaled
 # training faces of the released models' split by bench/faces_framing.py (runs/faces/framing.log).
@@ -254,8 +254,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "camera); none: matplotlib's sample photo")
     p.add_argument("--out", default="faces_out", help="folder for faces.csv and the annotated copies")
     p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
-                   f"released weights, {', '.join(Path(m).name for m in RELEASED_ENSEMBLE)}; "
-                   f"{Path(RELEASED_COMPACT).name} is faster)")
+                   f"released pair, {', '.join(RELEASED['fast'])}; {RELEASED['compact'][0]} is faster)")
+    p.add_argument("--ensemble", action="store_true", help="the released ensemble, "
+                   f"{', '.join(RELEASED['default'])}: more accurate, about twice the time")
     p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
     p.add_argument("--upsample", type=int, default=PHOTO_UPSAMPLE, help="photos: dlib's upsampling; 1 finds faces "
                    "down to about 40 pixels wide; each step doubles the picture's side, so about 4x the work")
@@ -289,10 +290,17 @@ def load_models(paths: list[str]) -> list:
         fail(str(e))
 
 
+def chosen_models(args: argparse.Namespace) -> list:
+    """The --model files, or the released ensemble with --ensemble, or the released pair."""
+    if args.model and args.ensemble:
+        fail("--ensemble and --model: choose one")
+    return load_models(args.model or released("default" if args.ensemble else "fast"))
+
+
 def serve_page(args: argparse.Namespace) -> list[list]:
     import serve  # only here: the server is one use of several
 
-    models = load_models(args.model or RELEASED_ENSEMBLE)
+    models = chosen_models(args)
     try:
         serve.serve(models, args.host, args.port, tta=not args.no_tta)
     except OSError as e:  # the port is taken, or the address is not this machine's
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> list[list]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         fail(f"{out}: exists and is not a folder")
-    models = load_models(args.model or RELEASED_ENSEMBLE)
+    models = chosen_models(args)
     try:
         sources = inputs_of(names)
     except InputError as e:

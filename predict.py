@@ -1,10 +1,10 @@
 """Write the Kaggle submission (id,label) for a CSV of faces.
 
-  python predict.py <test.csv> <pred.csv> [--model PATH ... | --best] [--tta none|flip|crops]
+  python predict.py <test.csv> <pred.csv> [--model PATH ... | --fast] [--tta none|flip|crops]
 
-Several --model paths form an ensemble: their class probabilities are averaged. A model is a .pt
-checkpoint or a compact int8 file (weights/compact.q8), told apart by content. --best is the ensemble
-of every released network, the slowest choice.
+Without --model: the released ensemble (RELEASED["default"]); --fast: its two strongest members. Several
+--model paths form an ensemble: their class probabilities are averaged. A model is a .pt checkpoint or a
+compact int8 file (weights/compact.q8), told apart by content.
 """
 
 import argparse
@@ -19,17 +19,21 @@ from dataset import CLASS_NAMES, DataError, read_faces
 from model import atomic_write, fuse_for_inference, keep_freed_memory, load_model, output_problem
 
 HERE = Path(__file__).resolve().parent
-# The released ensemble (weights/MANIFEST), hw2_test.sh's default: the two cpu-preset seeds. Every released model is
-# int8 (tools/quantize.py), a quarter of the fp32 bytes, so that the tracked tree and the GPU data pack fit one
-# device call (docs/gpu.md).
-RELEASED_ENSEMBLE = [str(HERE / "weights" / f"vgg_cpu_s{seed}.q8") for seed in (0, 1)]
-RELEASED_COMPACT = str(HERE / "weights" / "compact.q8")  # the int8 MobileNet, distilled from the ensemble
-# --best: every released network, the pair above and the CPU recipe's members (docs/training.md: a VGG and a ResNet
-# on 40-px crops, a VGG and a ResNet on whole faces, all on the grouped split, so that they have an honest held-out
-# figure of their own). Flip TTA: ten views lifted the earlier four members by 5 faces of 2,872, within what seeds
-# move (docs/training.md).
-MEMBERS = ["vgg_crop40_s0.q8", "vgg_full48_s0.q8", "resnet_crop40_s0.q8", "resnet_full48_s2.q8"]
-RELEASED_BEST = RELEASED_ENSEMBLE + [str(HERE / "weights" / name) for name in MEMBERS]
+# The released networks (weights/MANIFEST, int8: tools/quantize.py), each set for one use. All but the compact net
+# share the grouped held-out split, on which bench/ensemble.py chose the default by greedy forward selection
+# (runs/ensemble/); flip views for every member: ten crops gained less than the seed spread.
+RELEASED = {
+    "default": ["resnet_full48_s2.q8", "vgg_full48_s0.q8", "vgg_crop40_s0.q8", "resnet_crop40_s0.q8"],  # in pick order
+    "fast": ["resnet_full48_s2.q8", "vgg_full48_s0.q8"],  # its first two picks, for about half the time
+    "compact": ["compact.q8"],  # the int8 MobileNet (HW8), for the camera page
+}
+
+
+def released(use: str) -> list[str]:
+    """Paths of the released networks for one use: "default", "fast" or "compact"."""
+    return [str(HERE / "weights" / name) for name in RELEASED[use]]
+
+
 # Small batches stay in the CPU cache: 32 was among the fastest for both the VGG and the compact net on
 # the 2-core dev machine (runs/batch_size.log); at 64 the compact net's test set took 2.7x as long.
 BATCH_SIZE = 32
@@ -120,9 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("pred_csv", help="where the id,label submission goes")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
-                       f"released weights, {', '.join(Path(m).name for m in RELEASED_ENSEMBLE)})")
-    which.add_argument("--best", action="store_true", help="every released network, the slowest choice: "
-                       f"{', '.join(Path(m).name for m in RELEASED_BEST)}")
+                       f"released ensemble, {', '.join(RELEASED['default'])})")
+    which.add_argument("--fast", action="store_true", help="the released pair, about half the time: "
+                       f"{', '.join(RELEASED['fast'])}")
     p.add_argument("--tta", choices=TTA_VIEWS, default="flip", help="test-time views: none; flip (the face and its "
                    "mirror image); crops (flip x the five crops of a model trained on smaller crops: ten views)")
     p.add_argument("--no-tta", dest="tta", action="store_const", const="none", help="the same as --tta none")
@@ -138,7 +142,7 @@ def fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    models = RELEASED_BEST if args.best else args.model or RELEASED_ENSEMBLE
+    models = released("fast") if args.fast else args.model or released("default")
     for m in models:
         problem = model_file_problem(m)
         if problem:

@@ -56,7 +56,7 @@ from model import (
     output_problem,
     whiten_stem,
 )
-from predict import BATCH_SIZE, RELEASED_ENSEMBLE, ensemble_proba, predict_proba
+from predict import BATCH_SIZE, ensemble_proba, predict_proba, released
 
 HERE = Path(__file__).resolve().parent
 LR_BATCH = 128  # --lr is the peak rate for this batch size; other sizes scale it linearly (Goyal et al. 2017)
@@ -133,11 +133,11 @@ PRESETS = {
     # best published single-network figures on FER2013; more patience, since the long high-lr middle
     # of the schedule can plateau for a while before the anneal.
     "full": {"epochs": 120, "batch_size": 256, "patience": 40},
-    # The compact model (weights/compact.q8, under 225,000 bytes as int8): a 196k-parameter MobileNet
-    # distilled from the released cpu ensemble, so on that ensemble's (row-stratified) split. It still
-    # underfits at 40 epochs (train accuracy below held-out), so it gets twice the cpu preset's.
+    # The compact model (weights/compact.q8, under 225,000 bytes as int8): a 194k-parameter MobileNet
+    # distilled from the released ensemble, on its grouped split. It still underfits at 40 epochs (train
+    # accuracy below held-out), so it gets twice the cpu preset's.
     "compact": {"arch": "mobilenet", "channels": "36,72,144,288", "convs_per_stage": 2, "dropout": 0.2,
-                "epochs": 80, "teacher": ",".join(RELEASED_ENSEMBLE), "split_method": "stratified"},
+                "epochs": 80, "teacher": ",".join(released("default"))},
     # The MLP baseline on its own recipe: matched to the default VGG's parameter count (a test checks the
     # hidden width); no augmentation, which an MLP without weight sharing cannot exploit (short CPU trials,
     # runs/mlp_recipe/, lost a quarter of the accuracy with it); more dropout, as its first layer alone

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_faces  # noqa: E402
-from predict import BATCH_SIZE, RELEASED_COMPACT, RELEASED_ENSEMBLE, load_for_inference, predict_proba  # noqa: E402
+from predict import BATCH_SIZE, load_for_inference, predict_proba, released  # noqa: E402
 
 
 def seconds_per_test_set(model, images, n_test: int, batch_size: int, repeats: int = 3) -> float:
@@ -40,7 +40,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}")
     test = read_faces(args.data / "test.csv.gz").images
     images = test[:args.faces]
-    for path in args.model or [RELEASED_COMPACT, RELEASED_ENSEMBLE[0]]:
+    for path in args.model or [*released("compact"), released("default")[0]]:
         model = load_for_inference(path)
         predict_proba(model, images[:256], BATCH_SIZE)  # warm-up: the first pass pays for oneDNN's kernel selection
         for size in map(int, args.sizes.split(",")):

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faces
 from dataset import read_faces, recorded_split
 from model import load_checkpoint
-from predict import RELEASED_ENSEMBLE, ensemble_proba, load_for_inference
+from predict import ensemble_proba, load_for_inference, released
 
 COLS, ROWS, TILE, SIZES = 10, 4, 256, (144, 224)
 FALSE_SHARE = 0.005  # the threshold's rule: a tenth of the 5 % target, as real clutter fools the detector more
@@ -135,7 +135,7 @@ def main() -> None:
     p.add_argument("--fit-faces", type=int, default=3000, help="training faces the mapping is fitted on")
     p.add_argument("--upsample", type=int, default=0, help="dlib's upsampling of the sheets")
     args = p.parse_args()
-    paths = args.model or RELEASED_ENSEMBLE
+    paths = args.model or released("fast")
     torch.set_num_threads(2)
     data = read_faces(args.train_csv, require_labels=True)
     train_idx, val_idx = recorded_split(data, load_checkpoint(paths[0])["split"])

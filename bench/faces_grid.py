@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faces
 from dataset import duplicate_groups, read_faces, recorded_split
 from model import load_checkpoint
-from predict import RELEASED_ENSEMBLE, ensemble_proba, load_for_inference
+from predict import ensemble_proba, load_for_inference, released
 
 GRID, FACE, GAP = 10, 144, 48  # faces per side, face side and gap in pixels: the picture
 
@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--model", action="append", help="default: the released ensemble")
     p.add_argument("--save", help="write the first picture, annotated, to this file")
     args = p.parse_args()
-    paths = args.model or RELEASED_ENSEMBLE
+    paths = args.model or released("fast")
     torch.set_num_threads(2)
     data = read_faces(args.train_csv, require_labels=True)
     train_idx, val_idx = recorded_split(data, load_checkpoint(paths[0])["split"])

@@ -19,7 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faces
-from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, load_for_inference
+from predict import load_for_inference, released
 
 
 def webcam_frame() -> np.ndarray:
@@ -34,10 +34,10 @@ def main() -> None:
     args = p.parse_args()
     rgb = webcam_frame()
     settings = {
-        "released ensemble, flip TTA, 1 thread": (RELEASED_ENSEMBLE, True, 1),
-        "released ensemble, flip TTA, 2 threads": (RELEASED_ENSEMBLE, True, 2),
-        "released ensemble, no TTA, 1 thread": (RELEASED_ENSEMBLE, False, 1),
-        "compact.q8, flip TTA, 1 thread": ([RELEASED_COMPACT], True, 1),
+        "released pair, flip TTA, 1 thread": (released("fast"), True, 1),
+        "released pair, flip TTA, 2 threads": (released("fast"), True, 2),
+        "released pair, no TTA, 1 thread": (released("fast"), False, 1),
+        "compact.q8, flip TTA, 1 thread": (released("compact"), True, 1),
     }
     models = {name: [load_for_inference(m) for m in paths] for name, (paths, _, _) in settings.items()}
     times = {name: [] for name in settings}

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from dataset import CLASS_NAMES, common_split, duplicate_groups, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, fuse_for_inference, load_model, output_problem  # noqa: E402
-from predict import BATCH_SIZE, RELEASED_ENSEMBLE, TTA_VIEWS, predict_proba  # noqa: E402
+from predict import BATCH_SIZE, TTA_VIEWS, predict_proba, released  # noqa: E402
 
 
 def heldout_faces(train_csv: str, split: dict) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tta", choices=TTA_VIEWS, default="flip", help="the test-time views of the TTA figures and the "
                    "ensemble (crops: five crops x flip for crop-trained models)")
     args = p.parse_args(argv)
-    models = args.model or RELEASED_ENSEMBLE
+    models = args.model or released("default")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     problem = args.json and output_problem(args.json, make_folders=True)
     if problem:

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model import keep_freed_memory
-from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, load_for_inference, predict_proba
+from predict import load_for_inference, predict_proba, released
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     isa = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}
     print(f"torch {torch.__version__}, 1 thread{f', {isa}' if isa else ''}, "
           f"{'freed memory kept' if kept else 'glibc malloc as it is'}")
-    for path in args.model or [RELEASED_COMPACT, RELEASED_ENSEMBLE[0]]:
+    for path in args.model or [*released("compact"), released("default")[0]]:
         model = load_for_inference(path)
         predict_proba(model, faces[:64], tta=False)  # warm-up: oneDNN's first calls pick their kernels
         before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

@@ -1,12 +1,12 @@
-"""Speed figures on the real data: CSV loading and end-to-end prediction (start-up included).
+"""Wall time of each released option on the real test file, as a ratio to a reference run in the same invocation.
 
-  python bench/speed.py [--data ../shared/fer2013] [--repeats 3] [--model PATH ... | --best] [--tta VIEWS]
-                        [--python INTERPRETER ...] [--tree DIR ...]
+  python -m bench.speed [--data ../shared/fer2013] [--repeats 3] [--option NAME ...]
 
-Prints one line per figure; prediction runs as a user runs it (a fresh `python predict.py` process),
-and the submissions of all repeats are compared byte for byte. Several interpreters (--python: say two
-virtualenvs with different torch builds) or source trees (--tree: `git worktree add /tmp/before <commit>`)
-take turns, repeat by repeat, so that a busy machine slows them alike.
+Each option runs as a user runs it (a fresh `python predict.py` process, start-up included); the options take
+turns repeat by repeat, so that a busy machine slows them alike, and every repeat's submission is compared byte
+for byte. Seconds differ between machines, even with the same CPU flags; the ratio to the reference (one VGG
+with flip views) travels. The CPU's model and flags are printed with the figures; emulate the slowest CPU the
+project supports with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2.
 """
 
 import argparse
@@ -18,13 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from predict import RELEASED, released
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dataset import read_faces  # noqa: E402
-from predict import TTA_VIEWS  # noqa: E402
-
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what sets this CPU's convolution speed
+REFERENCE = "reference"
+OPTIONS = {  # name: predict.py's flags
+    REFERENCE: ["--model", str(ROOT / "weights" / "vgg_crop40_s0.q8")],  # one VGG on 40-px crops, flip views
+    "default": [],
+    "fast": ["--fast"],
+    "compact": ["--model", released("compact")[0]],
+}
 
 
 def cpu_description() -> str:
@@ -37,76 +41,47 @@ def cpu_description() -> str:
     return f"{fields.get('model name', 'unknown CPU')}, flags: {' '.join(has) or 'none of ' + ' '.join(SPEED_FLAGS)}"
 
 
-def time_load(path: Path, repeats: int) -> list[float]:
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        read_faces(path)
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-def torch_version(python: str) -> str:
-    """The torch version an interpreter imports."""
-    run = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True,
-                         check=True)
-    return run.stdout.strip()
-
-
-def time_predict(test_csv: Path, models: list[str], repeats: int, extra: list[str],
-                 setups: list[tuple[str, Path]]) -> dict[tuple[str, Path], tuple[list[float], set[str]]]:
-    """Wall seconds and submission digests of `python <tree>/predict.py` for each (interpreter, tree), the setups
-    taking turns within each repeat."""
-    timings = {setup: ([], set()) for setup in setups}
-    model_flags = [flag for m in models for flag in ("--model", m)]
+def time_options(test_csv: Path, options: dict[str, list[str]], repeats: int) -> dict[str, tuple[list[float], set]]:
+    """Wall seconds and submission digests of `python predict.py` with each option's flags, taking turns."""
+    timings = {name: ([], set()) for name in options}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            for k, ((python, tree), (seconds, digests)) in enumerate(timings.items()):
-                pred = Path(tmp) / f"pred{i}_{k}.csv"
+            for name, flags in options.items():
+                pred = Path(tmp) / f"{name}{i}.csv"
                 start = time.perf_counter()
-                subprocess.run([python, str(tree / "predict.py"), str(test_csv), str(pred), *model_flags, *extra],
-                               check=True)
-                seconds.append(time.perf_counter() - start)
-                digests.add(hashlib.sha256(pred.read_bytes()).hexdigest())
+                subprocess.run([sys.executable, str(ROOT / "predict.py"), str(test_csv), str(pred), *flags], check=True)
+                timings[name][0].append(time.perf_counter() - start)
+                timings[name][1].add(hashlib.sha256(pred.read_bytes()).hexdigest())
     return timings
 
 
-def summary(seconds: list[float]) -> str:
-    spread = f"min {min(seconds):.2f}, max {max(seconds):.2f}, n={len(seconds)}"
-    return f"median {statistics.median(seconds):.2f} s ({spread})"
+def report_lines(timings: dict[str, tuple[list[float], set]]) -> list[str]:
+    """One line an option: median seconds, its ratio to the reference's median, and whether its repeats agree."""
+    reference = statistics.median(timings[REFERENCE][0])
+    lines = []
+    for name, (seconds, digests) in timings.items():
+        median = statistics.median(seconds)
+        lines.append(f"{name:9s} {median:7.1f} s  {median / reference:5.2f}x the reference  (min {min(seconds):.1f}, "
+                     f"max {max(seconds):.1f}, n={len(seconds)}; byte-identical: {len(digests) == 1})")
+    return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "fer2013")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--model", action="append", default=[], help="default: predict.py's released weights")
-    p.add_argument("--best", action="store_true", help="predict.py --best: every released network")
-    p.add_argument("--tta", choices=TTA_VIEWS, help="default: predict.py's")
-    p.add_argument("--python", action="append", default=[], help="an interpreter to run predict.py with; repeat "
-                   "to compare (they take turns); default: this one")
-    p.add_argument("--tree", action="append", type=Path, default=[], help="a source tree whose predict.py runs; "
-                   "repeat to compare (they take turns); default: this one")
-    args = p.parse_args()
+    p.add_argument("--option", action="append", choices=[o for o in OPTIONS if o != REFERENCE],
+                   help="time only these besides the reference; repeat (default: all)")
+    args = p.parse_args(argv)
     import torch
 
+    chosen = {name: flags for name, flags in OPTIONS.items() if name == REFERENCE or name in (args.option or OPTIONS)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}; "
           f"{cpu_description()}")
-    print(f"load train.csv.gz (28,709 rows): {summary(time_load(args.data / 'train.csv.gz', args.repeats))}")
-    print(f"load test.csv.gz (7,178 rows): {summary(time_load(args.data / 'test.csv.gz', args.repeats))}")
-    extra = (["--best"] if args.best else []) + (["--tta", args.tta] if args.tta else [])
-    setups = [(python, tree) for python in args.python or [sys.executable] for tree in args.tree or [ROOT]]
-    timings = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra, setups)
-    models = ", ".join(args.model) or ("--best: every released network" if args.best else "released weights")
-    for (python, tree), (seconds, digests) in timings.items():
-        under = f"; {python}, torch {torch_version(python)}" if args.python else ""
-        under += f"; tree {tree}" if args.tree else ""
-        print(f"predict test.csv.gz ({models}, {args.tta or 'flip'} views{under}), wall incl. start-up: "
-              f"{summary(seconds)}")
-        print(f"byte-identical submissions across {args.repeats} runs: {len(digests) == 1}")
-    if len(setups) > 1:
-        same = len(set().union(*(digests for _, digests in timings.values()))) == 1
-        print(f"byte-identical submissions across the {len(setups)} setups: {same}")
+    print(f"reference: {Path(OPTIONS[REFERENCE][1]).name}; default: {', '.join(RELEASED['default'])}; "
+          f"fast: {', '.join(RELEASED['fast'])}; flip views; test.csv.gz, 7,178 faces, wall incl. start-up")
+    for line in report_lines(time_options(args.data / "test.csv.gz", chosen, args.repeats)):
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

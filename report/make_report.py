@@ -48,7 +48,7 @@ from test_score import PUBLIC_LABELS, read_labels  # noqa: E402
 import faces  # noqa: E402
 from dataset import CLASS_NAMES, Faces, duplicate_groups, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, build_model, count_parameters, load_model, read_compact, write_compact  # noqa: E402
-from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, predict_proba  # noqa: E402
+from predict import predict_proba, released  # noqa: E402
 
 HERE = ROOT / "report"
 DATA = ROOT.parent / "shared" / "fer2013" / "train.csv.gz"
@@ -60,7 +60,7 @@ COMPACT_RUNS = {"compact_40ep": ROOT / "runs" / "compact" / "mobilenet",
                 "compact_40ep_ft": ROOT / "runs" / "compact_ft" / "mobilenet",
                 "compact": ROOT / "runs" / "compact80" / "mobilenet"}
 COMPACT_SCHEDULE = "--preset compact: 80 epochs, distilled from the released ensemble"
-RELEASED = [Path(path) for path in RELEASED_ENSEMBLE]
+RELEASED = [Path(path) for path in released("default")]
 K = len(CLASS_NAMES)
 CLASS_COLORS = plt.get_cmap("tab10").colors[:K]  # one colour per class in every figure
 HUMAN_ACCURACY = "65 ± 5 %"  # Goodfellow et al. 2013, "Challenges in Representation Learning", FER2013 section
@@ -210,7 +210,7 @@ def collect_test(test_path: Path, labels_path: Path, results: Path) -> None:
     """results/test.json: scores of the released models (ensemble, members, compact) on the test set, with
     flip TTA as hw2_test.sh predicts. Run once the models are chosen: nothing is selected on these labels."""
     images, labels, description = test_set(test_path, labels_path)
-    probs = {p: predict_proba(load_model(p)[0], images).numpy() for p in [*RELEASED, Path(RELEASED_COMPACT)]}
+    probs = {p: predict_proba(load_model(p)[0], images).numpy() for p in [*RELEASED, Path(released("compact")[0])]}
     ensemble = np.mean([probs[p] for p in RELEASED], axis=0)
     write_json({"set": description, "n": len(labels), "ensemble": per_class_scores(labels, ensemble.argmax(1)),
                 "models": {p.name: per_class_scores(labels, probs[p].argmax(1)) for p in probs}},
@@ -245,7 +245,7 @@ def collect(faces: Faces, groups: np.ndarray, results: Path) -> None:
                 "ensemble": {"all": float(right.mean()), "clean": float(right[held.clean].mean()),
                              "copies": float(right[~held.clean].mean())},
                 "models": {p.name: {"all": held.accuracy(p), "clean": held.accuracy(p, clean=True)}
-                           for p in [*RELEASED, Path(RELEASED_COMPACT)]}}, results / "released.json")
+                           for p in [*RELEASED, Path(released("compact")[0])]}}, results / "released.json")
 
     seed_runs = [experiments.RUNS / f"{n}.pt" for n in experiments.SEEDS if experiments.finished(n)]
     if not missing(seed_runs, results / "ensembles.json"):
@@ -977,10 +977,10 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
     seconds = facts["predict_seconds"]
     test = r["test"]
     test_member = {name: m["accuracy"] for name, m in test["models"].items()}
-    compact_model, compact_file = load_model(RELEASED_COMPACT)
+    compact_model, compact_file = load_model(released("compact")[0])
     compact_run, compact_config = runs["compact"], compact_file["config"]
     released_bytes = [p.stat().st_size for p in RELEASED]
-    compact_bytes = Path(RELEASED_COMPACT).stat().st_size
+    compact_bytes = Path(released("compact")[0]).stat().st_size
     noise = 2 * seed_std
     return {
         **fields,
@@ -1005,8 +1005,8 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
         "mlp_acc": pct(mlp["val_acc_tta"]),
         "compact_bytes": f"{compact_bytes:,}", "released_bytes": " + ".join(f"{b:,}" for b in released_bytes),
         "size_ratio": f"{sum(released_bytes) / compact_bytes:.0f}",
-        "compact_val": pct(member_acc[Path(RELEASED_COMPACT).name]),
-        "compact_test": pct(test_member[Path(RELEASED_COMPACT).name]),
+        "compact_val": pct(member_acc[Path(released("compact")[0]).name]),
+        "compact_test": pct(test_member[Path(released("compact")[0]).name]),
         "compact_params": f"{compact['params']:,}",
         "compact_folded_params": f"{count_parameters(compact_model):,}", "compact_stem": compact_config["channels"][0],
         "compact_stages": len(compact_config["channels"]), "compact_blocks": compact_config.get("blocks_per_stage", 2),
@@ -1105,8 +1105,8 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
                                  f"{model_path.stat().st_size:,}", pct(member_acc[model_path.name]),
                                  pct(test_member[model_path.name]), f"{seconds['single']:.1f} s"],
                                 ["compact.q8 (MobileNet, int8)", f"{compact['params']:,}", f"{compact_bytes:,}",
-                                 pct(member_acc[Path(RELEASED_COMPACT).name]),
-                                 pct(test_member[Path(RELEASED_COMPACT).name]), f"{seconds['compact']:.1f} s"]]),
+                                 pct(member_acc[Path(released("compact")[0]).name]),
+                                 pct(test_member[Path(released("compact")[0]).name]), f"{seconds['compact']:.1f} s"]]),
         "matched_sentence": matched_sentence(sweep, noise),
         "layer_table": table(["layer", "type", "output shape", "parameters"], layer_table(model)),
     }

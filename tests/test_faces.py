@@ -73,7 +73,7 @@ def test_a_picture_of_several_faces_gives_each_its_box(tmp_path: Path) -> None:
 
 def test_a_video_gives_a_row_per_frame_and_an_annotated_video(tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.avi", 6)
-    rows = faces.main([str(video), "--out", str(tmp_path / "out"), "--model", str(faces.RELEASED_ENSEMBLE[0])])
+    rows = faces.main([str(video), "--out", str(tmp_path / "out"), "--model", faces.released("fast")[0]])
     assert [r[1] for r in rows] == list(range(6)) and {r[0] for r in rows} == {str(video)}
     xs = [r[2] for r in rows]
     # the box follows the face, in the detector's steps of 8-pixel cells
@@ -157,13 +157,13 @@ def test_overlapping_boxes_of_one_face_leave_the_best_one() -> None:
 
 def test_a_grid_of_faces_gets_one_box_each(tmp_path: Path) -> None:
     portrait = head()
-    x, y, side = faces.find_faces(np.asarray(portrait), [faces.RELEASED_COMPACT], 1, False)[0].frame
+    x, y, side = faces.find_faces(np.asarray(portrait), faces.released("compact"), 1, False)[0].frame
     tile = portrait.crop((x, y, x + side, y + side)).resize((144, 144))
     picture = Image.new("RGB", (3 * 144 + 4 * 48, 2 * 144 + 3 * 48), (128, 128, 128))
     cells = [(48 + c * 192, 48 + r * 192) for r in range(2) for c in range(3)]
     for cell in cells:
         picture.paste(tile, cell)
-    found = faces.find_faces(np.asarray(picture), [faces.RELEASED_COMPACT], faces.PHOTO_UPSAMPLE, False)
+    found = faces.find_faces(np.asarray(picture), faces.released("compact"), faces.PHOTO_UPSAMPLE, False)
     centres = [(f.frame[0] + f.frame[2] / 2, f.frame[1] + f.frame[2] / 2) for f in found]
     assert [sum(x < cx < x + 144 and y < cy < y + 144 for cx, cy in centres) for x, y in cells] == [1] * len(cells)
     assert len(found) == len(cells)

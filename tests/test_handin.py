@@ -50,7 +50,7 @@ def test_the_hw8_folder_fits_and_predicts_as_predict_py(tmp_path: Path, report: 
     run = subprocess.run(["bash", str(folder / "hw8_test.sh"), str(csv), str(tmp_path / "hw8.csv")], env=env,
                          cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    predict.main([str(csv), str(tmp_path / "project.csv"), "--model", predict.RELEASED_COMPACT])
+    predict.main([str(csv), str(tmp_path / "project.csv"), "--model", predict.released("compact")[0]])
     assert (tmp_path / "hw8.csv").read_bytes() == (tmp_path / "project.csv").read_bytes()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from predict import RELEASED_BEST, RELEASED_COMPACT
+from predict import RELEASED
 
 SCRIPT = ROOT / "hw2_download.sh"
 GOOD = b"released weights " * 1000
@@ -135,7 +135,7 @@ def test_shipped_weights_are_listed_and_intact() -> None:
     entries = [line.split() for line in (ROOT / "weights" / "MANIFEST").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
     listed = {name for name, _, _ in entries}
-    assert {Path(m).name for m in [*RELEASED_BEST, RELEASED_COMPACT]} <= listed
+    assert {name for names in RELEASED.values() for name in names} <= listed
     for name, sha, _ in entries:  # every entry, checked here too, not only through the script's output
         assert hashlib.sha256((ROOT / "weights" / name).read_bytes()).hexdigest() == sha, name
     result = download(ROOT / "weights" / "MANIFEST")

@@ -58,7 +58,7 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
         w.writerow(["row", "label", "copy_in_train", *[f"p_{c}" for c in CLASS_NAMES]])
         w.writerows([r, y, int(r % 9 == 0), *p] for r, y, p in zip(val_idx.tolist(), labels.tolist(), probs, strict=True))
     accs = {"all": 0.62, "clean": 0.6}
-    released = [*(p.name for p in make_report.RELEASED), Path(make_report.RELEASED_COMPACT).name, "model.pt"]
+    released = [*(p.name for p in make_report.RELEASED), Path(make_report.released("compact")[0]).name, "model.pt"]
     (results / "released.json").write_text(json.dumps({"n_val": 28, "n_val_clean": 25, "ensemble": {**accs, "copies": 0.9},
                                                        "models": {n: accs for n in released}}))
     rows = [{"model": "released ensemble", "decision": d, "faces": "duplicate-free part", **make_report.per_class_scores(labels, probs.argmax(1))}

@@ -75,29 +75,32 @@ def test_a_crop_model_sees_the_centre_crop_or_averages_ten_views(test_csv: Path)
     assert torch.allclose(predict.predict_proba(model, images, tta="crops"), ten, atol=1e-6)
 
 
-def test_best_is_the_ensemble_of_every_released_member(tmp_path: Path, test_csv: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_is_the_released_ensemble_and_fast_its_pair(tmp_path: Path, test_csv: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     members = [str(save_model(tmp_path / f"m{i}.pt", seed=i, side=side)) for i, side in enumerate((40, 48, 48))]
-    monkeypatch.setattr(predict, "RELEASED_BEST", members)
-    predict.main([str(test_csv), str(tmp_path / "best.csv"), "--best"])
-    predict.main([str(test_csv), str(tmp_path / "same.csv"), *[f for m in members for f in ("--model", m)]])
+    monkeypatch.setattr(predict, "released", {"default": members, "fast": members[:2]}.get)
+    predict.main([str(test_csv), str(tmp_path / "default.csv")])
+    predict.main([str(test_csv), str(tmp_path / "fast.csv"), "--fast"])
+    predict.main([str(test_csv), str(tmp_path / "three.csv"), *[f for m in members for f in ("--model", m)]])
     predict.main([str(test_csv), str(tmp_path / "two.csv"), "--model", members[0], "--model", members[1]])
-    best = (tmp_path / "best.csv").read_bytes()
-    assert best == (tmp_path / "same.csv").read_bytes() and best != (tmp_path / "two.csv").read_bytes()
+    default, fast = (tmp_path / "default.csv").read_bytes(), (tmp_path / "fast.csv").read_bytes()
+    assert default == (tmp_path / "three.csv").read_bytes() and fast == (tmp_path / "two.csv").read_bytes()
+    assert default != fast
 
 
-def test_best_names_every_released_network_but_the_compact_one() -> None:
+def test_every_released_network_is_in_the_manifest_and_each_use_has_its_own() -> None:
     manifest = (ROOT / "weights" / "MANIFEST").read_text().splitlines()
-    released = {line.split()[0] for line in manifest if line.strip() and not line.startswith("#")}
-    released.remove(Path(predict.RELEASED_COMPACT).name)
-    assert sorted(Path(m).name for m in predict.RELEASED_BEST) == sorted(released)
-    assert set(predict.RELEASED_ENSEMBLE) < set(predict.RELEASED_BEST)
+    listed = {line.split()[0] for line in manifest if line.strip() and not line.startswith("#")}
+    used = {name for names in predict.RELEASED.values() for name in names}
+    assert used == listed
+    assert set(predict.RELEASED["fast"]) < set(predict.RELEASED["default"])
+    assert not set(predict.RELEASED["compact"]) & set(predict.RELEASED["default"])
 
 
-def test_best_and_model_together_is_a_usage_error(tmp_path: Path, test_csv: Path, models: list[str],
+def test_fast_and_model_together_is_a_usage_error(tmp_path: Path, test_csv: Path, models: list[str],
                                                  capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        predict.main([str(test_csv), str(tmp_path / "pred.csv"), "--best", "--model", models[0]])
+        predict.main([str(test_csv), str(tmp_path / "pred.csv"), "--fast", "--model", models[0]])
     assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert not (tmp_path / "pred.csv").exists()
 

@@ -17,13 +17,13 @@ import faces
 import serve
 from bench import live_page
 from dataset import CLASS_NAMES
-from predict import RELEASED_COMPACT, load_for_inference
+from predict import load_for_inference, released
 
 
 @pytest.fixture(scope="module")
 def server():
     """The server in this process on a free port, with the compact model (the fastest to load)."""
-    httpd = serve.FaceServer(("127.0.0.1", 0), [load_for_inference(RELEASED_COMPACT)])
+    httpd = serve.FaceServer(("127.0.0.1", 0), [load_for_inference(released("compact")[0])])
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -145,7 +145,7 @@ def test_serve_takes_no_inputs_and_a_taken_port_is_one_line(capsys: pytest.Captu
     assert exit_info.value.code == 2 and "--serve takes no inputs" in capsys.readouterr().err
     with serve.FaceServer(("127.0.0.1", 0), []) as taken:
         with pytest.raises(SystemExit) as exit_info:
-            faces.main(["--serve", "--port", str(taken.server_address[1]), "--model", RELEASED_COMPACT])
+            faces.main(["--serve", "--port", str(taken.server_address[1]), "--model", released("compact")[0]])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "cannot listen on 127.0.0.1:" in err
 
@@ -163,7 +163,7 @@ def need_browser() -> None:
 @pytest.fixture(scope="module")
 def page_server():
     """python faces.py --serve, as a person starts it, on a free port."""
-    process, address, _ = live_page.start_server("--model", RELEASED_COMPACT)
+    process, address, _ = live_page.start_server("--model", released("compact")[0])
     yield address
     process.kill()
     process.wait()

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model import atomic_write  # noqa: E402
-from predict import RELEASED_COMPACT  # noqa: E402
+from predict import released  # noqa: E402
 
 HW8_LIMIT = 250_000  # bytes of the folder without report.pdf: the 225,000-byte model limit plus 25,000 for code
 HW2_CODE = ["dataset.py", "model.py", "train.py", "predict.py", "faces.py", "serve.py", "web/index.html", "web/app.js",
@@ -108,7 +108,7 @@ def hw8_folder(report: Path, out: Path) -> Path:
         fail(f"{out} exists: give another --out")
     staging = Path(tempfile.mkdtemp(prefix=".hw8-", dir=out.parent))
     try:
-        compact = Path(RELEASED_COMPACT)
+        compact = Path(released("compact")[0])
         shutil.copy(compact, staging / compact.name)
         line = [line for line in manifest_lines() if line.split()[0] == compact.name]
         if not line:

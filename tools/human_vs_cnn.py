@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from dataset import CLASS_NAMES, DataError, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, load_model, output_problem  # noqa: E402
-from predict import RELEASED_ENSEMBLE, ensemble_proba  # noqa: E402
+from predict import ensemble_proba, released  # noqa: E402
 
 
 def pick_faces(val_idx: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -110,7 +110,7 @@ def main() -> None:
     p.add_argument("--score", type=Path, help="compare a saved answers file instead of labelling")
     p.add_argument("--model", action="append", help="model file(s); default: the released ensemble")
     args = p.parse_args()
-    models = args.model or RELEASED_ENSEMBLE
+    models = args.model or released("default")
     problem = not args.score and output_problem(args.out)
     if problem:
         sys.exit(f"human_vs_cnn.py: error: {problem}")
