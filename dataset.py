@@ -26,7 +26,7 @@ N_PIXELS = SIDE * SIDE
 USAGES = ("Training", "PublicTest", "PrivateTest")
 # The held-out split of a file without a Usage column: 10 % of each class, whole groups of identical faces.
 DEFAULT_SPLIT = {"method": "grouped", "val_fraction": 0.1, "seed": 0}
-CHUNK_ROWS = 512  # rows parsed at a time: memory near the uint8 faces plus a fixed working set (bench/read_memory.py)
+CHUNK_ROWS = 512  # rows parsed at a time: memory near the uint8 faces plus a fixed working set
 MIN_ROW_BYTES = 2 * N_PIXELS  # the shortest valid row: one digit and one separator per pixel
 COLUMN_ALIASES = {"label": ("label", "emotion"), "pixels": ("feature", "pixels"), "id": ("id",), "usage": ("usage",)}
 
@@ -270,6 +270,15 @@ def recorded_split(faces: Faces, split: dict) -> tuple[np.ndarray, np.ndarray]:
         return train_val_split(faces, 0.0, 0)[:2]
     train_idx, val_idx, _ = train_val_split(faces, split["val_fraction"], split["seed"], split["method"])
     return train_idx, val_idx
+
+
+def heldout_faces(train_csv: str | Path, split: dict) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The held-out faces, their labels, and which of them have no copy in the training part."""
+    faces = read_faces(train_csv, require_labels=True)
+    train_idx, val_idx = recorded_split(faces, split)
+    groups = duplicate_groups(faces.images)
+    clean = ~np.isin(groups[val_idx], groups[train_idx])
+    return faces.images[val_idx], faces.labels[val_idx], clean
 
 
 def common_split(splits: list[dict | None]) -> dict:

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -26,9 +27,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+import utils
 from dataset import CLASS_NAMES, SIDE, DataError
-from model import keep_freed_memory
 from predict import RELEASED, ensemble_proba, load_for_inference, model_file_problem, released
+from utils import keep_freed_memory
 
 # dlib's HOG box -> FER2013's frame of the face, and the detector's score threshold: fitted on upscaled
 # training faces of the released models' split by bench/faces_framing.py (runs/faces/framing.log).
@@ -274,9 +276,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fail(message: str) -> None:
-    print(f"faces.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+fail = partial(utils.fail, "faces.py")  # one line on stderr, exit code 2
 
 
 def load_models(paths: list[str]) -> list:

@@ -8,15 +8,17 @@ compact int8 file (weights/compact.q8), told apart by content.
 """
 
 import argparse
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+import utils
 from dataset import CLASS_NAMES, DataError, read_faces
-from model import atomic_write, fuse_for_inference, keep_freed_memory, load_model, output_problem
+from model import fuse_for_inference, load_model
+from utils import atomic_write, keep_freed_memory, output_problem
 
 HERE = Path(__file__).resolve().parent
 # The released networks (weights/MANIFEST, int8: tools/quantize.py), each set for one use. All but the compact net
@@ -35,7 +37,7 @@ def released(use: str) -> list[str]:
 
 
 # Small batches stay in the CPU cache: 32 was among the fastest for both the VGG and the compact net on
-# the 2-core dev machine (runs/batch_size.log); at 64 the compact net's test set took 2.7x as long.
+# the 2-core dev machine (research/inference/batch_size.log); at 64 the compact net's test set took 2.7x as long.
 BATCH_SIZE = 32
 
 
@@ -135,9 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fail(message: str) -> None:
-    print(f"predict.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+fail = partial(utils.fail, "predict.py")  # one line on stderr, exit code 2
 
 
 def main(argv: list[str] | None = None) -> None:

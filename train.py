@@ -43,20 +43,17 @@ from model import (
     DEFAULT_VGG,
     STEMS,
     atomic_save,
-    atomic_write,
     build_model,
     count_parameters,
     fp32_state,
     fuse_for_inference,
-    git_commit,
-    keep_freed_memory,
     load_checkpoint,
     load_model,
     make_checkpoint,
-    output_problem,
     whiten_stem,
 )
 from predict import BATCH_SIZE, ensemble_proba, predict_proba, released
+from utils import atomic_write, git_commit, keep_freed_memory, output_problem
 
 HERE = Path(__file__).resolve().parent
 LR_BATCH = 128  # --lr is the peak rate for this batch size; other sizes scale it linearly (Goyal et al. 2017)
@@ -140,7 +137,7 @@ PRESETS = {
                 "epochs": 80, "teacher": ",".join(released("default"))},
     # The MLP baseline on its own recipe: matched to the default VGG's parameter count (a test checks the
     # hidden width); no augmentation, which an MLP without weight sharing cannot exploit (short CPU trials,
-    # runs/mlp_recipe/, lost a quarter of the accuracy with it); more dropout, as its first layer alone
+    # research/mlp_recipe/, lost a quarter of the accuracy with it); more dropout, as its first layer alone
     # holds millions of weights.
     "mlp": {"arch": "mlp", "hidden": 1527, "mlp_depth": 2, "dropout": 0.5, "lr": 0.02, "no_augment": True,
             "epochs": 60, "batch_size": 256},

@@ -13,15 +13,15 @@ chosen on these faces): its public-half score, taken once afterwards, is the hon
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from bench.heldout import accuracy, heldout_faces
-from dataset import common_split
-from model import atomic_write, fuse_for_inference, load_model, output_problem
+from bench.heldout import accuracy
+from dataset import common_split, heldout_faces
+from model import fuse_for_inference, load_model
 from predict import BATCH_SIZE, predict_proba
+from utils import atomic_write, fail, output_problem
 
 MAX_STEPS = 12  # enough picks for weights of 1..4 over a handful of members; more only fits held-out noise
 
@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     problem = args.json and output_problem(args.json, make_folders=True)
     if problem:
-        sys.exit(f"ensemble.py: error: {problem}")
+        fail("ensemble.py", problem)
     try:
         probs, labels = held_out_probabilities(args.model, args.train_csv, args.views, args.cache)
     except (ValueError, OSError) as e:
-        sys.exit(f"ensemble.py: error: {e}")
+        fail("ensemble.py", str(e))
     every = sum(probs[f"{m} flip"] for m in args.model) / len(args.model)
     print(f"every model, flip, equal weights: held-out {accuracy(every, labels):.4f} ({len(labels)} faces)")
     path = greedy_selection(probs, labels, args.steps)

@@ -1,6 +1,6 @@
 """Fit, then measure, how faces.py finds and frames faces: FER2013 faces upscaled into larger pictures.
 
-  python bench/faces_framing.py <train.csv> [--model PATH ...] [--fit-faces 3000] [--upsample 0]
+  python -m bench.faces_framing <train.csv> [--model PATH ...] [--fit-faces 3000] [--upsample 0]
 
 The faces come from the released models' own split (the split their checkpoints record). Training rows fit
 the mapping from dlib's box to FER2013's frame (median offsets and size ratio) and the detector threshold
@@ -14,14 +14,11 @@ one gives the detector nothing to mistake for a face, real photos and this noise
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faces
 from dataset import read_faces, recorded_split
 from model import load_checkpoint

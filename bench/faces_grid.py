@@ -2,7 +2,7 @@
 background, 48 pixels apart, 10 x 10 to a picture, run through faces.find_faces exactly as `python faces.py
 picture.png` runs it (photo upsampling).
 
-  python bench/faces_grid.py <train.csv> [--pictures 5] [--model PATH ...] [--save grid.png]
+  python -m bench.faces_grid <train.csv> [--pictures 5] [--model PATH ...] [--save grid.png]
 
 Counts, per picture of 100 faces: the faces found (at least one box centred in the face's cell: the face and
 half the gap around it), the extra boxes (every box beyond the first on a face, and every box on no face),
@@ -11,14 +11,11 @@ held-out rows of the released models' split, with no pixel-identical copy in tra
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faces
 from dataset import duplicate_groups, read_faces, recorded_split
 from model import load_checkpoint

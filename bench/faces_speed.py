@@ -1,6 +1,6 @@
 """Frames per second of faces.py on one 640x480 frame with one face: detection, crop and models, end to end.
 
-  python bench/faces_speed.py [--frames 60]
+  python -m bench.faces_speed [--frames 60]
 
 The frame is matplotlib's sample photo scaled to a 256-pixel-wide head on a flat background, as a webcam
 frame of someone at a desk. Settings run in turns, each frame timed alone; the figure is the median.
@@ -9,15 +9,12 @@ Drawing and video encoding are timed separately, since a user may skip them.
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faces
 from predict import load_for_inference, released
 

@@ -40,7 +40,7 @@ pack() {  # every log into one archive; the checkpoints beside it with fp16 weig
   set +e
   for ckpt in "$work"/fast/model.pt "$work"/full_s*/model.pt; do
     if [ -f "$ckpt" ]; then
-      "$python" "$here/tools/half.py" "$ckpt" "$out/$(basename "$(dirname "$ckpt")").pt" >> "$logs/half.log" 2>&1
+      PYTHONPATH="$here" "$python" -m tools.half "$ckpt" "$out/$(basename "$(dirname "$ckpt")").pt" >> "$logs/half.log" 2>&1
     fi
   done
   tar -czf "$out/logs.tar.gz" -C "$work" logs
@@ -92,7 +92,7 @@ say "device: $("$python" -c 'import torch; print(torch.cuda.get_device_name() if
 say "smoke"
 train 120 smoke --preset fast --channels 8,16 --hidden 16 --epochs 1 --batch-size 64 --mixup 0.2 --cutmix 1.0 \
   --deterministic
-"$python" "$here/bench/heldout.py" "$csv" --model "$work/smoke/model.pt" --device auto > "$logs/smoke_heldout.log" 2>&1
+PYTHONPATH="$here" "$python" -m bench.heldout "$csv" --model "$work/smoke/model.pt" --device auto > "$logs/smoke_heldout.log" 2>&1
 rm -rf "$work/smoke"
 
 if [ "$stages" != extras ]; then
@@ -111,7 +111,7 @@ if [ "$stages" != extras ]; then
     if [ -f "$work/full_s$s/model.pt" ]; then members+=(--model "$work/full_s$s/model.pt"); fi
   done
   say "ensemble of $((${#members[@]} / 2))"
-  [ ${#members[@]} -eq 0 ] || "$python" "$here/bench/heldout.py" "$csv" "${members[@]}" --device auto \
+  [ ${#members[@]} -eq 0 ] || PYTHONPATH="$here" "$python" -m bench.heldout "$csv" "${members[@]}" --device auto \
     --json "$logs/ensemble.json" > "$logs/ensemble.log" 2>&1 || say "ensemble: failed"
 fi
 
@@ -134,5 +134,5 @@ fi
 for history in "$work"/*/model.json; do
   if [ -f "$history" ]; then cp "$history" "$logs/$(basename "$(dirname "$history")").json"; fi
 done
-"$python" "$here/bench/gpu_summary.py" "$logs" | tee "$logs/summary.txt"
+PYTHONPATH="$here" "$python" -m bench.gpu_summary "$logs" | tee "$logs/summary.txt"
 say "done"

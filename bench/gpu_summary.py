@@ -1,6 +1,6 @@
 """The table of a bench/gpu_suite.sh run, from the histories and wall times in its logs folder.
 
-  python bench/gpu_summary.py <logs>      (prints the table; writes <logs>/summary.json)
+  python -m bench.gpu_summary <logs>      (prints the table; writes <logs>/summary.json)
 
 Per run: epochs, best epoch, held-out accuracy (best epoch, with flip TTA, last epoch), steady epoch
 seconds, the first epoch's excess (compile and warm-up), and the process's wall time, start-up included.
@@ -11,10 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from model import atomic_write  # noqa: E402
+from utils import atomic_write
 
 SEEDED = "full_s"  # the core stage's runs of the full preset, one per seed
 
@@ -77,7 +74,7 @@ def table(runs: dict) -> str:
 
 def main() -> None:
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
-        sys.exit("usage: python bench/gpu_summary.py <logs folder of a gpu_suite.sh run>")
+        sys.exit("usage: python -m bench.gpu_summary <logs folder of a gpu_suite.sh run>")
     logs = Path(sys.argv[1])
     wall = walls(logs)
     runs = {}

@@ -1,6 +1,6 @@
 """Held-out accuracy of models and their ensemble, on the split recorded in their checkpoints.
 
-  python bench/heldout.py <train.csv> [--model A.pt --model B.pt ...] [--json results.json] [--device auto]
+  python -m bench.heldout <train.csv> [--model A.pt --model B.pt ...] [--json results.json] [--device auto]
 
 Every model must record the same split (method, fraction, seed): an ensemble is only scored on
 faces that none of its members trained on. Besides the whole held-out part, each figure is also given
@@ -11,27 +11,14 @@ Without --model: the released ensemble.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dataset import CLASS_NAMES, common_split, duplicate_groups, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, fuse_for_inference, load_model, output_problem  # noqa: E402
-from predict import BATCH_SIZE, TTA_VIEWS, predict_proba, released  # noqa: E402
-
-
-def heldout_faces(train_csv: str, split: dict) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The held-out faces, their labels, and which of them have no copy in the training part."""
-    faces = read_faces(train_csv, require_labels=True)
-    train_idx, val_idx = recorded_split(faces, split)
-    groups = duplicate_groups(faces.images)
-    clean = ~np.isin(groups[val_idx], groups[train_idx])
-    return faces.images[val_idx], faces.labels[val_idx], clean
+from dataset import CLASS_NAMES, common_split, heldout_faces
+from model import fuse_for_inference, load_model
+from predict import BATCH_SIZE, TTA_VIEWS, predict_proba, released
+from utils import atomic_write, fail, output_problem
 
 
 def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -51,15 +38,15 @@ def main(argv: list[str] | None = None) -> dict:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     problem = args.json and output_problem(args.json, make_folders=True)
     if problem:
-        sys.exit(f"heldout.py: error: {problem}")
+        fail("heldout.py", problem)
     try:
         loaded = [load_model(m) for m in models]
     except (ValueError, OSError) as e:
-        sys.exit(f"heldout.py: error: {e}")
+        fail("heldout.py", str(e))
     try:
         split = common_split([header.get("split") for _, header in loaded])
     except ValueError as e:
-        sys.exit(f"heldout.py: error: {e}")
+        fail("heldout.py", str(e))
     images, labels, clean = heldout_faces(args.train_csv, split)
     batch = 1024 if device != "cpu" else BATCH_SIZE  # the CPU figure is predict.py's, to the bit
     rows, ensemble = [], torch.zeros(len(labels), len(CLASS_NAMES))

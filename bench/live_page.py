@@ -1,7 +1,7 @@
 """The live page (python faces.py --serve) timed and seen: start-up, per-frame latency, and the frame rate a
 real browser shows with a fake camera that plays the sample photo; a screenshot for the README.
 
-  python bench/live_page.py [--frames 60] [--screenshot docs/live_page.jpg]
+  python -m bench.live_page [--frames 60] [--screenshot docs/live_page.jpg]
 
 Start-up is the wall time from starting the process to its address line (median of 3). Latency is one
 640x480 JPEG camera frame sent and answered over one kept-alive connection, as the page does (median).
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faces
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Score a submission on the public half of the test file, as Kaggle's public leaderboard does.
 
-  python bench/test_score.py pred.csv [--labels ../shared/fer2013/public_test_labels.csv]
+  python -m bench.test_score pred.csv [--labels ../shared/fer2013/public_test_labels.csv]
 
 Reads the id,label submission and the public half's labels (ids 0..3588), and prints the accuracy and
 macro-F1 on the ids both hold. Score a model once, after it was chosen on the held-out split: these labels
@@ -8,15 +8,14 @@ must never choose, tune or early-stop anything.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from dataset import CLASS_NAMES
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from dataset import CLASS_NAMES  # noqa: E402
 
 PUBLIC_LABELS = ROOT.parent / "shared" / "fer2013" / "public_test_labels.csv"
 

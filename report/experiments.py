@@ -17,10 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from model import build_model, count_parameters, matched_mlp_config
 
-from model import build_model, count_parameters, matched_mlp_config  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RUNS = ROOT / "runs" / "report"
 # the sweep's and the first ablations' schedule and split: the row-stratified split of the released models

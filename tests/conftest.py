@@ -1,14 +1,12 @@
 """Synthetic FER-format data: each of the 7 classes is a distinct pattern plus noise, so it is learnable."""
 
 import gzip
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def synthetic_faces(n: int, seed: int = 0, noise: float = 40.0) -> tuple[np.ndarray, np.ndarray]:

@@ -53,12 +53,14 @@ def test_held_out_faces_with_a_copy_in_training_are_counted_apart(tmp_path: Path
         assert (result["ensemble_val_acc_tta_copies"] is None) == (method == "grouped")
 
 
-def test_models_on_different_splits_are_one_line(tmp_path: Path) -> None:
+def test_models_on_different_splits_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     csv = write_train_csv(tmp_path / "train.csv")
     for seed in (0, 1):
         train.main([str(csv), "--out", str(tmp_path / f"t{seed}.pt"), *TINY, "--epochs", "1", "--split-seed", str(seed)])
     with pytest.raises(SystemExit) as exit_info:
         heldout.main([str(csv), "--model", str(tmp_path / "t0.pt"), "--model", str(tmp_path / "t1.pt"),
                       "--json", str(tmp_path / "h.json")])
-    assert "different splits" in str(exit_info.value) and "\n" not in str(exit_info.value)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "heldout.py: error:" in err and "different splits" in err
+    assert err.count("\n") == 1
     assert not (tmp_path / "h.json").exists()

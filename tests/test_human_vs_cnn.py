@@ -1,15 +1,10 @@
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
-
-import human_vs_cnn
 
 from dataset import DataError
+from tools import human_vs_cnn
 
 
 def test_faces_are_distinct_held_out_rows_fixed_by_the_seed() -> None:

@@ -257,7 +257,8 @@ def test_a_format_1_compact_file_still_loads(tmp_path: Path) -> None:
 PAGE_FAULTS_OF_A_TEST_PASS = """
 import resource, sys
 import torch
-from model import build_model, fuse_for_inference, keep_freed_memory
+from model import build_model, fuse_for_inference
+from utils import keep_freed_memory
 from predict import predict_proba
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 config = {"arch": "mobilenet", "channels": [36, 72, 144, 288], "blocks_per_stage": 2}  # the compact model's shape

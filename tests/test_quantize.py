@@ -9,10 +9,7 @@ from conftest import ROOT, write_train_csv
 import train
 from dataset import CLASS_NAMES
 from model import COMPACT_FORMAT, load_compact, read_compact, write_compact
-
-sys.path.insert(0, str(ROOT / "tools"))
-
-import quantize
+from tools import quantize
 
 TINY_MOBILENET = ["--arch", "mobilenet", "--channels", "8,16,32,64", "--convs-per-stage", "1", "--batch-size", "32",
                   "--no-augment", "--epochs", "4", "--lr", "0.2"]
@@ -56,12 +53,12 @@ def test_repack_rewrites_an_old_file_with_the_same_tensors(trained: tuple[Path, 
     before = old.stat().st_size
     not_compact = tmp_path / "notes.q8"
     not_compact.write_bytes(b"not a model")
-    run = [sys.executable, str(ROOT / "tools" / "quantize.py"), "--repack"]
-    done = subprocess.run([*run, str(old)], capture_output=True, text=True)
+    run = [sys.executable, "-m", "tools.quantize", "--repack"]
+    done = subprocess.run([*run, str(old)], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout == f"{old}: {before:,} -> {old.stat().st_size:,} bytes (format 2)\n"
     assert read_compact(old) == ({**old_header, "format": COMPACT_FORMAT}, tensor_bytes)
     assert old.read_bytes() == (tmp_path / "c.q8").read_bytes()  # the same file quantize writes today
-    refused = subprocess.run([*run, str(not_compact)], capture_output=True, text=True)
+    refused = subprocess.run([*run, str(not_compact)], capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode == 1 and refused.stderr.strip() == f"quantize.py: error: {not_compact}: not a compact " \
                                                                  f"model file of this project"
     assert not_compact.read_bytes() == b"not a model" and sorted(p.name for p in tmp_path.iterdir()) == [

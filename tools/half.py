@@ -1,7 +1,7 @@
 """Store a checkpoint's conv and linear weights as fp16 (model.store_fp16): half the bytes, same predictions
 to within a face or two.
 
-  python tools/half.py <checkpoint.pt> <out.pt> [--train-csv ../shared/fer2013/train.csv.gz]
+  python -m tools.half <checkpoint.pt> <out.pt> [--train-csv ../shared/fer2013/train.csv.gz]
 
 With --train-csv, prints the held-out accuracy (flip TTA) of both files on the checkpoint's own split
 and how many predictions differ.
@@ -12,18 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dataset import DataError, read_faces, recorded_split  # noqa: E402
-from model import atomic_save, load_checkpoint, output_problem, store_fp16  # noqa: E402
-from predict import load_for_inference, predict_proba  # noqa: E402
+from dataset import DataError, heldout_faces
+from model import atomic_save, load_checkpoint, store_fp16
+from predict import load_for_inference, predict_proba
+from utils import output_problem
 
 
 def compare(checkpoint: str, half: str, train_csv: str) -> dict:
-    faces = read_faces(train_csv, require_labels=True)
-    _, val_idx = recorded_split(faces, load_checkpoint(checkpoint)["split"])
-    images, labels = faces.images[val_idx], faces.labels[val_idx]
+    images, labels, _ = heldout_faces(train_csv, load_checkpoint(checkpoint)["split"])
     fp32, fp16 = (predict_proba(load_for_inference(path), images).argmax(1) for path in (checkpoint, half))
     return {"n_val": len(labels), "val_acc_tta_fp32": (fp32 == labels).float().mean().item(),
             "val_acc_tta_fp16": (fp16 == labels).float().mean().item(),

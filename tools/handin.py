@@ -1,7 +1,7 @@
 """Write the hand-in packages, as each course collects them.
 
-  python tools/handin.py hw2 --student-id B12345678 [--report report/hw2.pdf] [--out .]
-  python tools/handin.py hw8 [--report report/hw8.pdf] [--out hw8]
+  python -m tools.handin hw2 --student-id B12345678 [--report report/hw2.pdf] [--out .]
+  python -m tools.handin hw8 [--report report/hw8.pdf] [--out hw8]
 
 hw2: <student-id>_hw2.zip with the code, the homework's scripts, the released weights with their MANIFEST
 (so that hw2_download.sh finds them intact without this repository's git history) and the report as
@@ -25,11 +25,10 @@ import tokenize
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from predict import released
+from utils import atomic_write
 
-from model import atomic_write  # noqa: E402
-from predict import released  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 HW8_LIMIT = 250_000  # bytes of the folder without report.pdf: the 225,000-byte model limit plus 25,000 for code
 HW2_CODE = ["dataset.py", "model.py", "train.py", "predict.py", "faces.py", "serve.py", "web/index.html", "web/app.js",

@@ -1,7 +1,7 @@
 """Human against CNN: label random held-out faces yourself, then see the model's score on the same faces.
 
-  python tools/human_vs_cnn.py <train.csv> [--n 60] [--seed 0] [--out answers.csv] [--model PATH ...]
-  python tools/human_vs_cnn.py <train.csv> --score answers.csv [--model PATH ...]
+  python -m tools.human_vs_cnn <train.csv> [--n 60] [--seed 0] [--out answers.csv] [--model PATH ...]
+  python -m tools.human_vs_cnn <train.csv> --score answers.csv [--model PATH ...]
 
 The faces are drawn from the held-out split recorded in the (first) model, so the model never trained
 on them. A window shows one face at a time; press the class's number (0-6, listed under the face) or q
@@ -17,12 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dataset import CLASS_NAMES, DataError, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, load_model, output_problem  # noqa: E402
-from predict import ensemble_proba, released  # noqa: E402
+from dataset import CLASS_NAMES, DataError, read_faces, recorded_split
+from model import load_model
+from predict import ensemble_proba, released
+from utils import atomic_write, output_problem
 
 
 def pick_faces(val_idx: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Write a trained checkpoint as a compact int8 model file (model.save_compact) and measure what it costs.
 
-  python tools/quantize.py <checkpoint.pt> <out.q8> [--train-csv ../shared/fer2013/train.csv.gz]
+  python -m tools.quantize <checkpoint.pt> <out.q8> [--train-csv ../shared/fer2013/train.csv.gz]
                            [--max-bytes 225000]
-  python tools/quantize.py --repack <file.q8>...
+  python -m tools.quantize --repack <file.q8>...
 
 Refuses (exit 1, nothing written) when the file would be larger than --max-bytes. With --train-csv,
 prints held-out accuracy (flip TTA) of the checkpoint and of the int8 file on the checkpoint's split,
@@ -16,22 +16,19 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dataset import CLASS_NAMES, read_faces, recorded_split  # noqa: E402
-from model import (  # noqa: E402
+from dataset import CLASS_NAMES, heldout_faces
+from model import (
     COMPACT_FORMAT,
     count_parameters,
     fuse_for_inference,
     load_compact,
     load_model,
-    output_problem,
     read_compact,
     save_compact,
     write_compact,
 )
-from predict import predict_proba  # noqa: E402
+from predict import predict_proba
+from utils import output_problem
 
 HEADER_KEYS = ("split", "val_acc", "val_acc_tta", "epoch", "git_commit")  # what the compact file keeps
 
@@ -52,9 +49,7 @@ def quantize(checkpoint: str, out: str, max_bytes: int) -> int:
 def compare(checkpoint: str, compact: str, train_csv: str) -> dict:
     """Held-out figures of the fp32 checkpoint and of its int8 file, on the checkpoint's own split."""
     model, ckpt = load_model(checkpoint)
-    faces = read_faces(train_csv, require_labels=True)
-    _, val_idx = recorded_split(faces, ckpt["split"])
-    images, labels = faces.images[val_idx], faces.labels[val_idx]
+    images, labels, _ = heldout_faces(train_csv, ckpt["split"])
     params = count_parameters(model)  # before folding BatchNorm, as train.py counts them
     fp32 = predict_proba(fuse_for_inference(model), images)
     int8 = predict_proba(load_compact(compact)[0], images)
