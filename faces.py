@@ -15,6 +15,8 @@ import csv
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,6 +41,8 @@ PHOTO_UPSAMPLE = 1  # dlib's upsampling for photos: faces down to about 40 pixel
 VIDEO_UPSAMPLE = 0  # for video frames: faces of about 80 pixels and more, at frame rate
 OVERLAP_LIMIT = 0.3  # dlib keeps boxes that share up to half a face; two faces' boxes rarely share a third
 DETECT_SIDE = 1280  # detection runs on pictures at most this long a side: big photos cost seconds otherwise
+MAX_ASPECT = 20  # a picture's long side over its short one: a panorama fits, a strip too thin for a face does not
+JPEG_REDUCTIONS = (1, 2, 4, 8)  # the scales, 1/n, at which libjpeg decodes a baseline JPEG without its full size
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 COLUMNS = ["source", "frame", "x", "y", "w", "h", "label", *(f"p_{name}" for name in CLASS_NAMES)]
@@ -142,21 +146,70 @@ def rows(source: str, frame: int, faces: list[Face]) -> list[list]:
              *(f"{p:.4f}" for p in face.probs)] for face in faces]
 
 
-def read_image(source: Path | IO[bytes], name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
-    """An image file (a path or an open binary file) as RGB, turned upright as its EXIF orientation says (phone
-    photos); max_pixels refuses a bigger picture before it is decoded."""
-    name = name or str(source)
+@contextmanager
+def opened_image(source: Path | IO[bytes], name: str, max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """An image file opened, its header's size checked, not yet decoded; what Pillow cannot read, now or while
+    decoding inside the block, is an InputError of one line."""
     try:
         with Image.open(source) as image:
-            if max_pixels and image.width * image.height > max_pixels:
-                raise InputError(f"{name}: {image.width}x{image.height} pixels, more than {max_pixels:,}")
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            check_size(image.size, name, max_pixels)
+            yield image
     except InputError:
         raise
     except UnidentifiedImageError:  # (its own message names the file object, not the file)
         raise InputError(f"{name}: not a readable image (not an image format Pillow knows)") from None
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{name}: not a readable image ({str(e).strip() or type(e).__name__})") from None
+
+
+def check_size(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+    width, height = size
+    if min(width, height) < 1:
+        raise InputError(f"{name}: {width}x{height} pixels, an empty picture")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InputError(f"{name}: {width}x{height} pixels, one side more than {MAX_ASPECT} times the other")
+    if max_pixels and width * height > max_pixels:
+        raise InputError(f"{name}: {width}x{height} pixels, more than {max_pixels:,}")
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """The decoded picture, turned upright as its EXIF orientation says (phone photos), as RGB."""
+    ImageOps.exif_transpose(image, in_place=True)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def read_image(source: Path | IO[bytes], name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """An image file (a path or an open binary file) as RGB, upright, at its full size; max_pixels refuses a
+    bigger picture before it is decoded."""
+    with opened_image(source, name or str(source), max_pixels) as image:
+        return np.asarray(upright_rgb(image))
+
+
+def read_image_within(source: IO[bytes], name: str, max_pixels: int, decode_pixels: int,
+                      max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """An image file as RGB, upright and shrunk by a whole factor to at most max_side a side (more than half of
+    it), and the upright source's width and height. A baseline JPEG is shrunk while it is decoded; any other
+    picture is decoded whole, so one of more than decode_pixels is refused before it is (a progressive JPEG
+    too: its decoder holds every coefficient, whatever the scale)."""
+    with opened_image(source, name, max_pixels) as image:
+        header = image.size
+        if image.format == "JPEG" and "progressive" not in image.info:
+            reduction = jpeg_reduction(header, max_side)
+            image.draft("RGB", (max(1, header[0] // reduction), max(1, header[1] // reduction)))
+        if image.width * image.height > decode_pixels:
+            raise InputError(f"{name}: {header[0]}x{header[1]} pixels, more than {decode_pixels:,} to decode "
+                             "(only a baseline JPEG is decoded smaller)")
+        decoded = image.size
+        ImageOps.exif_transpose(image, in_place=True)
+        turned = image.size != decoded  # a quarter turn by its EXIF orientation
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        factor = -(-max(rgb.size) // max_side)
+        return np.asarray(rgb.reduce(factor) if factor > 1 else rgb), header[::-1] if turned else header
+
+
+def jpeg_reduction(size: tuple[int, int], max_side: int) -> int:
+    """The JPEG decoder's reduction (1, 2, 4 or 8) for a picture of size: the least that brings it to max_side."""
+    return next((r for r in JPEG_REDUCTIONS if -(-max(size) // r) <= max_side), JPEG_REDUCTIONS[-1])
 
 
 def open_camera(index: int) -> cv2.VideoCapture:
@@ -300,6 +353,7 @@ def chosen_models(args: argparse.Namespace) -> list:
 def serve_page(args: argparse.Namespace) -> list[list]:
     import serve  # only here: the server is one use of several
 
+    serve.hand_back_big_buffers()  # before the models' threads start
     models = chosen_models(args)
     try:
         serve.serve(models, args.host, args.port, tta=not args.no_tta)

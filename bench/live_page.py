@@ -110,7 +110,7 @@ def frame_latency(address: str, jpeg: bytes, frames: int) -> list[float]:
     times = []
     for _ in range(frames + 1):  # the first one warms up
         start = time.perf_counter()
-        connection.request("POST", "/api/faces?kind=frame", body=jpeg)
+        connection.request("POST", "/api/faces?kind=frame", body=jpeg, headers={"Content-Type": "image/jpeg"})
         response = connection.getresponse()
         response.read()
         assert response.status == 200, response.status

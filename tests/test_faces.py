@@ -1,13 +1,14 @@
 """faces.py on real faces: matplotlib's sample photo, pictures and videos made from it, and bad inputs."""
 
 import csv
+import io
 import itertools
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 import faces
 from dataset import CLASS_NAMES
@@ -167,3 +168,47 @@ def test_a_grid_of_faces_gets_one_box_each(tmp_path: Path) -> None:
     centres = [(f.frame[0] + f.frame[2] / 2, f.frame[1] + f.frame[2] / 2) for f in found]
     assert [sum(x < cx < x + 144 and y < cy < y + 144 for cx, cy in centres) for x, y in cells] == [1] * len(cells)
     assert len(found) == len(cells)
+
+
+def encoded(picture: Image.Image, fmt: str, **options) -> io.BytesIO:
+    out = io.BytesIO()
+    picture.save(out, fmt, **options)
+    out.seek(0)
+    return out
+
+
+def turned_jpeg(picture: Image.Image, orientation: int) -> io.BytesIO:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    return encoded(picture, "JPEG", exif=exif)
+
+
+@pytest.mark.parametrize(("source", "shape", "size"), [
+    (encoded(Image.new("RGB", (800, 600)), "JPEG"), (150, 200, 3), (800, 600)),  # decoded at 1/4
+    (encoded(Image.new("RGB", (900, 600)), "JPEG"), (75, 113, 3), (900, 600)),  # 1/8: 1/4 is still 225 long
+    (encoded(Image.new("RGB", (300, 200)), "PNG"), (100, 150, 3), (300, 200)),  # decoded whole, then halved
+    (encoded(Image.new("RGB", (160, 90)), "PNG"), (90, 160, 3), (160, 90)),  # as it is
+    (turned_jpeg(Image.new("RGB", (800, 600)), 6), (200, 150, 3), (600, 800)),  # a phone held upright
+])
+def test_a_picture_is_decoded_within_the_budget_and_shrunk(source, shape, size) -> None:
+    rgb, source_size = faces.read_image_within(source, "p", 10**6, 100_000, 200)
+    assert rgb.shape == shape and source_size == size
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    (encoded(Image.new("RGB", (800, 600)), "JPEG", progressive=True), "800x600 pixels, more than 100,000 to decode"),
+    (encoded(Image.new("RGB", (800, 600)), "PNG"), "800x600 pixels, more than 100,000 to decode"),
+    (encoded(Image.new("RGB", (1200, 1000)), "JPEG"), "1200x1000 pixels, more than 1,000,000"),
+    (encoded(Image.new("L", (2100, 100)), "PNG"), "2100x100 pixels, one side more than 20 times the other"),
+    (encoded(Image.new("L", (1, 40)), "PNG"), "1x40 pixels, one side more than 20 times the other"),
+])
+def test_a_picture_beyond_the_budget_is_refused_before_it_is_decoded(source, message) -> None:
+    with pytest.raises(faces.InputError, match=message):
+        faces.read_image_within(source, "p", 10**6, 100_000, 200)
+
+
+def test_a_jpeg_is_decoded_at_the_least_reduction_that_fits() -> None:
+    assert faces.jpeg_reduction((640, 480), 2560) == 1
+    assert faces.jpeg_reduction((4032, 3024), 2560) == 2  # a phone photo: 2016 a side
+    assert faces.jpeg_reduction((7071, 7071), 2560) == 4  # 1768: at 1/2 it would be 3536
+    assert faces.jpeg_reduction((31600, 1580), 2560) == 8  # 3950: no smaller scale to decode at

@@ -20,7 +20,10 @@ async function findFaces(blob, kind, name) {
   const query = new URLSearchParams({ kind, name });
   let response;
   try {
-    response = await fetch(`/api/faces?${query}`, { method: "POST", body: blob });
+    // the picture's own type (image/jpeg for camera frames); the server takes no other: a page on another site
+    // cannot send one without the browser asking the server first, and this server says no
+    const headers = { "Content-Type": blob.type || "application/octet-stream" };
+    response = await fetch(`/api/faces?${query}`, { method: "POST", body: blob, headers });
   } catch {
     throw new Error("The server cannot be reached: is faces.py --serve still running?");
   }
