@@ -131,6 +131,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def chosen_models(args: argparse.Namespace) -> list[str]:
+    """The model files a run uses: --best's, --model's, else hw2_test.sh's default."""
+    return RELEASED_BEST if args.best else args.model or RELEASED_ENSEMBLE
+
+
 def fail(message: str) -> None:
     print(f"predict.py: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -138,7 +143,7 @@ def fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    models = RELEASED_BEST if args.best else args.model or RELEASED_ENSEMBLE
+    models = chosen_models(args)
     for m in models:
         problem = model_file_problem(m)
         if problem:

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_faces  # noqa: E402
-from predict import TTA_VIEWS  # noqa: E402
+from predict import TTA_VIEWS, chosen_models  # noqa: E402
+from predict import parse_args as predict_args  # noqa: E402
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what sets this CPU's convolution speed
 
@@ -97,7 +98,8 @@ def main() -> None:
     extra = (["--best"] if args.best else []) + (["--tta", args.tta] if args.tta else [])
     setups = [(python, tree) for python in args.python or [sys.executable] for tree in args.tree or [ROOT]]
     timings = time_predict(args.data / "test.csv.gz", args.model, args.repeats, extra, setups)
-    models = ", ".join(args.model) or ("--best: every released network" if args.best else "released weights")
+    model_flags = [flag for m in args.model for flag in ("--model", m)] + (["--best"] if args.best else [])
+    models = ", ".join(Path(m).name for m in chosen_models(predict_args(["test.csv", "pred.csv", *model_flags])))
     for (python, tree), (seconds, digests) in timings.items():
         under = f"; {python}, torch {torch_version(python)}" if args.python else ""
         under += f"; tree {tree}" if args.tree else ""
