@@ -27,6 +27,7 @@ from torch import nn
 
 from dataset import CLASS_NAMES, duplicate_groups, read_faces
 from model import Normalize, Residual, Separable, atomic_write, build_model, count_parameters, load_model
+from predict import chosen_models, parse_args
 from report import experiments, figures
 from report.collect import (
     PAIR,
@@ -39,6 +40,7 @@ from report.collect import (
     top_confusions,
 )
 from report.typeset import markdown_to_pdf
+from train import HPARAMS, PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "report"
@@ -53,9 +55,11 @@ HUMAN = (0.60, 0.70)  # human labellers' accuracy on FER2013, 65 ± 5 % (Goodfel
 TIME_LIMIT = 600  # seconds: HW2's limit on hw2_test.sh
 # the last page on which a section may start, and the most pages in all (DLSS: 3 pages, 1.5 more for the bonus)
 PAGE_LIMITS = {"dlss": {"Task": 3, "Bonus": 4, "total": 4.5}}
-FIELDS = {"name": "name", "student_id": "student ID", "department": "department and year",
+FIELDS = {"name": "name", "student_id": "student ID", "department": "department/year",
           "collaborators": "collaborators"}  # the header's fields and how the header names them
 COMMAND_WIDTH = 72  # characters of a command's line in a report's code block
+UNRECORDED = ("preset", "device", "workers", "bf16", "out", "teacher_cache", "resume", "force")  # not the recipe's
+FAMILIES = {"vgg": "VGG", "resnet": "ResNet", "mobilenet": "MobileNet-style", "mlp": "MLP"}  # as the text names them
 FLAGS = {"name": "--name", "student_id": "--student-id", "department": "--department",
          "collaborators": "--collaborators"}
 
@@ -194,8 +198,8 @@ def layer_table(name: str) -> str:
     return table(["step", "output", "parameters"], layer_rows(model, config.get("side", 48)))
 
 
-FAMILIES = {"vgg": "VGG", "resnet": "ResNet", "mobilenet": "MobileNet-style", "mlp": "MLP"}
-SETTINGS = [("architecture", lambda r: FAMILIES[r["arch"]]), ("channels per stage", lambda r: r["args"]["channels"]),
+SETTINGS = [("architecture", lambda r: FAMILIES[r["args"]["arch"]]),
+            ("channels per stage", lambda r: r["args"]["channels"]),
             ("input", lambda r: "48-px face" if not r["args"].get("crop") else f"{r['args']['crop']}-px crops"),
             ("epochs (kept)", lambda r: f"{r['epochs_run']} ({r['best_epoch']})"),
             ("batch size", lambda r: r["args"]["batch_size"]), ("peak learning rate", lambda r: r["args"]["lr"]),
@@ -213,8 +217,7 @@ SETTINGS = [("architecture", lambda r: FAMILIES[r["arch"]]), ("channels per stag
 
 def settings_table(runs: dict, names: list[str]) -> str:
     """Every setting of the runs behind the named files, a column per file."""
-    rows = [[setting, *(f"{get({**runs[n], 'arch': runs[n]['args']['arch']})}" for n in names)]
-            for setting, get in SETTINGS]
+    rows = [[setting, *(f"{get(runs[n])}" for n in names)] for setting, get in SETTINGS]
     return table(["setting", *map(stem, names)], rows)
 
 
@@ -222,8 +225,6 @@ def train_command(run: dict) -> str:
     """The command that trains the run again with today's train.py: its preset and every recorded setting that
     differs from what the preset now gives. Settings the run's history lacks were added to train.py later,
     with defaults that keep the behaviour runs had before (train.HPARAMS)."""
-    from train import HPARAMS, PRESETS
-
     args = run["args"]
     preset = args.get("preset") or "cpu"
     now = {**HPARAMS, **PRESETS[preset]}
@@ -241,9 +242,6 @@ def train_command(run: dict) -> str:
             line = "   "
         line += f" {word}"
     return " \\\n".join([*lines, line])
-
-
-UNRECORDED = ("preset", "device", "workers", "bf16", "out", "teacher_cache", "resume", "force")  # not the recipe's
 
 
 # ---------------------------------------------------------------- the results
@@ -446,13 +444,19 @@ def q1_answer(r: dict, default: list[str], sets: list[list[str]]) -> str:
     if top == default:
         return f"The best model is `hw2_test.sh`'s default, {about}."
     return (f"`hw2_test.sh`'s default is {about}. It is not the most accurate choice: {set_name(top)} scores "
-            f"{pct(public[key(top)])} on the same faces, in {wall(facts, top)}, also within the 10 minutes.")
+            f"{pct(public[key(top)])} on the same faces, in {wall(facts, top)}{limit_clause(facts, top)}.")
+
+
+def limit_clause(facts: dict, names: list[str]) -> str:
+    """Whether the models' logged wall time keeps HW2's limit."""
+    s = speed(facts, names)
+    if s is None:
+        return ""
+    return ", also within the 10 minutes" if s["seconds"] < TIME_LIMIT else ", over the 10 minutes allowed"
 
 
 def best_flag_models() -> list[str] | None:
     """The models of predict.py --best, if it has the flag."""
-    from predict import chosen_models, parse_args
-
     try:
         return [Path(m).name for m in chosen_models(parse_args(["test.csv", "pred.csv", "--best"]))]
     except SystemExit:

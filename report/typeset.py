@@ -160,7 +160,9 @@ def convert(blocks: list[str], folder: Path) -> list[str]:
 def markdown_to_typst(md: str, folder: Path) -> str:
     """The report's markdown as a Typst document; images are read from folder for their sizes."""
     blocks = [b.strip("\n") for b in re.split(r"\n\s*\n", md.strip())]
-    return "\n\n".join([PREAMBLE, *convert(blocks, folder), marker("end")]) + "\n"
+    title = next((b[2:] for b in blocks if b.startswith("# ")), "")
+    return "\n\n".join([PREAMBLE + f"#set document(title: {string(title)})\n", *convert(blocks, folder),
+                          marker("end")]) + "\n"
 
 
 def compile_pdf(typ: Path, pdf: Path) -> dict:

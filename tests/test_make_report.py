@@ -137,13 +137,13 @@ def test_the_builder_writes_every_figure_and_report_the_same_bytes_twice(tmp_pat
     for name in make_report.FIGURES:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     hw2 = (first / "hw2.md").read_text()
-    assert "Department and year: CSIE, year 3" in hw2 and "Collaborators: Grace Hopper" in hw2
+    assert "Department/year: CSIE, year 3" in hw2 and "Collaborators: Grace Hopper" in hw2
     assert hw2.index("Collaborators") < hw2.index("## Question 1")
 
 
 def test_a_header_without_its_fields_says_they_were_not_given() -> None:
     line = make_report.identity({"name": "Ada"}, ["department", "student_id", "name"])
-    assert line == ("Name: Ada · Department and year and student ID: not given (this build had no `--department` and "
+    assert line == ("Name: Ada · Department/year and student ID: not given (this build had no `--department` and "
                     "`--student-id`)")
     assert "not given" in make_report.identity({}, ["collaborators"])
 
