@@ -601,6 +601,7 @@ def dlss_values(r: dict) -> dict[str, str]:
         "pair_names": " and ".join(f"`{n}`" for n in PAIR), "params": f"{runs[PAIR[0]]['params']:,}",
         "layer_table": layer_table(PAIR[0]), "settings": settings_table(runs, PAIR),
         "command": train_command(s0), "seeds": " and ".join(str(runs[n]["args"]["seed"]) for n in PAIR),
+        "second_seed": s1["args"]["seed"],
         "channels": "-".join(map(str, config["channels"])), "hidden": config["hidden"],
         "stages": len(config["channels"]), "convs": config["convs_per_stage"],
         **{k: f"{s0['args'][k]:g}" for k in ("rotate", "erase")},

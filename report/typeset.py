@@ -168,7 +168,8 @@ def markdown_to_typst(md: str, folder: Path) -> str:
 def compile_pdf(typ: Path, pdf: Path) -> dict:
     """Write pdf (atomically) from typ, whose images lie beside it; return its layout: the page of each heading
     and the pages in all, the last counted as the share of its height used."""
-    data = typst.compile(str(typ), root=str(typ.parent), ignore_system_fonts=True, timestamp=0)
+    # the fonts built into typst alone (the same on every machine); untagged: poppler misreads Typst's tag tree
+    data = typst.compile(str(typ), root=str(typ.parent), ignore_system_fonts=True, timestamp=0, pdf_tags=False)
     with atomic_write(pdf) as f:
         f.write(data)
     return layout(typ)
