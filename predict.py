@@ -137,12 +137,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def chosen_models(args: argparse.Namespace) -> list[str]:
+    """The model files a run uses: --model's, else the released ensemble, or its pair with --fast."""
+    return args.model or released("fast" if args.fast else "default")
+
+
 fail = partial(utils.fail, "predict.py")  # one line on stderr, exit code 2
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    models = released("fast") if args.fast else args.model or released("default")
+    models = chosen_models(args)
     for m in models:
         problem = model_file_problem(m)
         if problem:

@@ -1,6 +1,6 @@
 """The training runs behind the report and the compact-model sweep, and the queue that runs them.
 
-  python report/experiments.py <train.csv> [--only NAME ...]
+  python -m report.experiments <train.csv> [--only NAME ...]
 
 Each run is `python train.py <train.csv> --out runs/report/<name>.pt` plus the flags below; runs whose
 history (runs/report/<name>.json) is already finished are skipped, so the queue can be restarted.
@@ -20,7 +20,6 @@ from pathlib import Path
 from model import build_model, count_parameters, matched_mlp_config
 
 ROOT = Path(__file__).resolve().parent.parent
-
 RUNS = ROOT / "runs" / "report"
 # the sweep's and the first ablations' schedule and split: the row-stratified split of the released models
 SHORT = ["--preset", "cpu", "--crop", "0", "--epochs", "10", "--split-method", "stratified"]  # whole faces, as they ran
