@@ -37,7 +37,6 @@ RECIPES = {
     "crop44": ["--crop", "44"],
     "crop40": ["--crop", "40"],
     # round 2, each against crop40 at the same seeds: what else buys accuracy per CPU-hour
-    "crop40_ema": ["--crop", "40", "--ema", "0.999"],  # a smoothed end of the schedule, for nothing per step
     "crop40_e21": ["--crop", "40", "--epochs", "21"],  # the base's wall time spent on crops: the decisive test
     "crop40_e30": ["--crop", "40", "--epochs", "30"],  # twice the time on the same net: the epochs lever
     "crop40_wide": ["--crop", "40", "--channels", "56,112,224,448", "--epochs", "8"],  # about 2x the FLOPs per
@@ -53,9 +52,6 @@ RECIPES = {
     # round 4: another family for the ensemble, whose members so far differ only in seed, crop and depth: a
     # ResNet-9-shaped net at the cpu preset's widths, its residual convs after the pool, where they cost a quarter
     "crop40_resnet": ["--crop", "40", "--arch", "resnet", "--convs-per-stage", "1"],
-    # round 6: EMA at a decay scaled to the proxy (about 100 steps of its ~3,000, the share 0.999 spans of a
-    # 150-epoch run), and batch 64 (crop40_bs64 above) at the same lr per face
-    "crop40_ema99": ["--crop", "40", "--ema", "0.99"],
     # round 7: airbench's fixed patch-whitening conv in front of the VGG, for decorrelated inputs from the first step
     "crop40_whiten": ["--crop", "40", "--stem", "whiten"],
     # round 8: a BatchNorm setting: no weight decay on its scales and shifts (nor on biases), which normalisation
