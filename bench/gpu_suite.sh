@@ -3,8 +3,8 @@
 #
 #   core    a smoke run, the fast preset alone, SEEDS full-preset seeds side by side, their ensemble's
 #           held-out JSON, and the full models as fp16 checkpoints (the seeds feed the release)
-#   extras  torch.compile against eager (each alone, a few epochs), then the full-length ablations side
-#           by side: no augmentation, no normalisation, no label smoothing, mixup, CutMix, the MLP preset
+#   extras  the full-length ablations side by side: no augmentation, no normalisation, no label smoothing,
+#           mixup, CutMix, the MLP preset
 #   all     both, one after the other
 #
 # OUTDIR gets at most 8 files: logs.tar.gz (every console log and history JSON, the ensemble JSON, wall
@@ -116,12 +116,7 @@ if [ "$stages" != extras ]; then
 fi
 
 if [ "$stages" != core ]; then
-  # Stage 4: torch.compile against eager, each alone: compile seconds against the per-epoch gain.
-  probe="--preset full --patience 99 --epochs 5 ${tiny[*]}"
-  say "eager and compiled probes"
-  side_by_side "$(left 200)" "eager $probe" || say "eager probe: failed or cut short"
-  side_by_side "$(left 150)" "compiled $probe --compile" || say "compiled probe: failed or cut short"
-  # Stage 5: the ablations, each one change to the full preset at seed 0, side by side.
+  # Stage 4: the ablations, each one change to the full preset at seed 0, side by side.
   say "ablations, side by side"
   side_by_side "$(left 20)" "no_augment --preset full --no-augment ${tiny[*]}" \
     "no_normalize --preset full --no-normalize ${tiny[*]}" \

@@ -3,8 +3,8 @@
   python -m bench.gpu_summary <logs>      (prints the table; writes <logs>/summary.json)
 
 Per run: epochs, best epoch, held-out accuracy (best epoch, with flip TTA, last epoch), steady epoch
-seconds, the first epoch's excess (compile and warm-up), and the process's wall time, start-up included.
-Then what the side-by-side and compile stages measured, and the ensemble.
+seconds, the first epoch's excess (warm-up), and the process's wall time, start-up included.
+Then what the side-by-side stage measured, and the ensemble.
 """
 
 import json
@@ -37,7 +37,7 @@ def run_row(history: dict, wall: dict) -> dict:
 
 
 def derived(runs: dict) -> dict:
-    """Side-by-side throughput against one run alone, and torch.compile's cost against its gain."""
+    """Side-by-side throughput against one run alone."""
     out = {}
     seeds = [r for name, r in runs.items() if name.startswith(SEEDED) and r["steady_epoch_seconds"]]
     fast = runs.get("fast", {})
@@ -46,13 +46,6 @@ def derived(runs: dict) -> dict:
         out["side_by_side"] = {"runs": len(seeds), "epoch_seconds_alone": fast["steady_epoch_seconds"],
                                "epoch_seconds_each_side_by_side": together,
                                "throughput_gain": len(seeds) * fast["steady_epoch_seconds"] / together}
-    eager, compiled = runs.get("eager", {}), runs.get("compiled", {})
-    if eager.get("steady_epoch_seconds") and compiled.get("steady_epoch_seconds"):
-        gain = eager["steady_epoch_seconds"] - compiled["steady_epoch_seconds"]
-        cost = compiled["first_epoch_extra_seconds"] - eager["first_epoch_extra_seconds"]
-        out["compile"] = {"epoch_seconds_eager": eager["steady_epoch_seconds"],
-                          "epoch_seconds_compiled": compiled["steady_epoch_seconds"], "compile_seconds": cost,
-                          "epochs_to_break_even": cost / gain if gain > 0 else None}
     return out
 
 
@@ -87,7 +80,7 @@ def main() -> None:
     summary = {"runs": runs, **derived(runs), "ensemble": ensemble and {
         "members": len(ensemble["models"]), "val_acc_tta": ensemble["ensemble_val_acc_tta"]}}
     print(table(runs))
-    for key in ("side_by_side", "compile", "ensemble"):
+    for key in ("side_by_side", "ensemble"):
         if summary.get(key):
             print(f"{key}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in summary[key].items()))

@@ -35,10 +35,10 @@ def test_smoke_suite_runs_every_stage_and_brings_back_at_most_8_small_files(tmp_
         summary = json.load(tar.extractfile("logs/summary.json"))
         ensemble = json.load(tar.extractfile("logs/ensemble.json"))
     runs = summary["runs"]
-    assert set(runs) == {"fast", "full_s0", "full_s1", "eager", "compiled", *ABLATIONS}
+    assert set(runs) == {"fast", "full_s0", "full_s1", *ABLATIONS}
     assert all(r["finished"] and r["exit"] == 0 and r["wall_seconds"] > 0 for r in runs.values())
     assert {f"logs/{name}.log" for name in runs} <= names and "logs/suite.log" in names
-    assert summary["side_by_side"]["runs"] == 2 and summary["compile"]["epoch_seconds_compiled"] > 0
+    assert summary["side_by_side"]["runs"] == 2
     assert ensemble["split"]["method"] == "grouped" and len(ensemble["models"]) == 2
     # the checkpoints come back with fp16 weights, and predict as they are
     checkpoint = load_checkpoint(out / "full_s0.pt")

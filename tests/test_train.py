@@ -134,7 +134,7 @@ def test_early_stopping_stops_when_validation_stalls(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "m.pt")["epoch"] == result["best_epoch"]
 
 
-def test_same_seed_same_history_and_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_seed_same_history_and_resume_continues_exactly(tmp_path: Path) -> None:
     csv = write_train_csv(tmp_path / "train.csv")
     # every random part on: batch order, per-face augmentation, mixup or CutMix per batch, dropout
     flags = ("--epochs", "4", "--seed", "3", "--mixup", "0.4", "--cutmix", "1.0")
@@ -146,34 +146,30 @@ def test_same_seed_same_history_and_resume_continues_exactly(tmp_path: Path, mon
     deterministic = run(csv, tmp_path / "d.pt", *flags, "--deterministic", model=TINY_MODEL)
     assert curve(deterministic) == curve(reference)  # on a CPU it changes nothing: every kernel already is
 
-    real_evaluate, calls = train.evaluate, []
-
-    def evaluate_then_die_in_epoch_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # killed in epoch 3, after epoch 2's state was saved
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train, "evaluate", evaluate_then_die_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        run(csv, tmp_path / "c.pt", *flags, model=TINY_MODEL)
+    kill_in_epoch_3(csv, tmp_path / "c.pt", *flags, model=TINY_MODEL)
     assert (tmp_path / "c.resume.pt").exists() and (tmp_path / "c.pt").exists()
-    monkeypatch.setattr(train, "evaluate", real_evaluate)
     resumed = run(csv, tmp_path / "c.pt", *flags, "--resume", model=TINY_MODEL)
     assert curve(resumed) == curve(reference)
     assert not (tmp_path / "c.resume.pt").exists()
 
 
-def test_a_weight_average_is_scored_and_kept_and_resumes_exactly(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    csv = write_train_csv(tmp_path / "train.csv", n=700)
-    flags = ("--epochs", "5", "--lr", "0.05", "--ema", "0.9")
-    averaged = run(csv, tmp_path / "a.pt", *flags)
-    plain = run(csv, tmp_path / "p.pt", *flags[:4])
-    assert averaged["best_val_acc"] >= 0.6
-    # the same training steps; what is scored (and so kept) is the average, not the last weights
-    assert [h["train_loss"] for h in averaged["history"]] == [h["train_loss"] for h in plain["history"]]
-    assert [h["val_loss"] for h in averaged["history"]] != [h["val_loss"] for h in plain["history"]]
+def test_a_resume_file_with_retired_settings_continues_its_run(tmp_path: Path) -> None:
+    csv = write_train_csv(tmp_path / "train.csv")
+    flags = ("--epochs", "4", "--seed", "3", "--mixup", "0.4")
+    reference = run(csv, tmp_path / "a.pt", *flags)
+    kill_in_epoch_3(csv, tmp_path / "c.pt", *flags)
+    # the layout train.py wrote while it had --ema and --compile: an "ema" entry, and both among the settings
+    resume = torch.load(tmp_path / "c.resume.pt", weights_only=True)
+    resume = {**resume, "ema": None, "args": {**resume["args"], "ema": 0.0, "compile": False}}
+    torch.save(resume, tmp_path / "c.resume.pt")
+    resumed = run(csv, tmp_path / "c.pt", *flags, "--resume")
+    assert curve(resumed) == curve(reference)
+    assert "ema" not in resumed["args"] and "compile" not in resumed["args"]
+    assert "ema" not in load_checkpoint(tmp_path / "c.pt")["train_args"]
+
+
+def kill_in_epoch_3(csv: Path, out: Path, *flags: str, model: list[str] = TINY) -> None:
+    """A run killed in epoch 3, after epoch 2's resume state was saved."""
     real_evaluate, calls = train.evaluate, []
 
     def evaluate_then_die_in_epoch_3(*args, **kwargs):
@@ -182,11 +178,10 @@ def test_a_weight_average_is_scored_and_kept_and_resumes_exactly(tmp_path: Path,
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(train, "evaluate", evaluate_then_die_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        run(csv, tmp_path / "c.pt", *flags)
-    monkeypatch.setattr(train, "evaluate", real_evaluate)
-    assert curve(run(csv, tmp_path / "c.pt", *flags, "--resume")) == curve(averaged)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "evaluate", evaluate_then_die_in_epoch_3)
+        with pytest.raises(KeyboardInterrupt):
+            run(csv, out, *flags, model=model)
 
 
 def test_refuses_to_overwrite_a_finished_model(tmp_path: Path) -> None:
@@ -256,6 +251,36 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     for name in train.HPARAMS:
         assert "--" + name.replace("_", "-") in text
+
+
+def test_every_setting_has_one_flag_with_its_reason_and_type() -> None:
+    actions = {a.dest: a for a in train.build_parser()._actions}
+    for group in train.SETTINGS.values():
+        for name, (default, reason, *choices) in group.items():
+            action = actions[name]
+            assert "--" + name.replace("_", "-") in action.option_strings and action.help.startswith(reason[:30])
+            if isinstance(default, bool):  # a pair of flags, --x and --no-x
+                assert len(action.option_strings) == 2 and any(f.startswith("--no-") for f in action.option_strings)
+            else:
+                assert action.type is type(default) and list(action.choices or []) == list(*choices)
+    assert {a.dest for a in actions.values()} == {*train.HPARAMS, "help", "train_csv", "preset", "resume", "force"}
+
+
+def test_switches_set_their_setting_either_way() -> None:
+    on, off = train.parse_args(["x.csv", "--deterministic", "--no-norm-decay", "--no-augment", "--class-weighted"]), \
+        train.parse_args(["x.csv", "--no-deterministic", "--norm-decay", "--augment", "--no-class-weighted"])
+    assert (on.deterministic, on.norm_decay, on.no_augment, on.class_weighted) == (True, False, True, True)
+    assert (off.deterministic, off.norm_decay, off.no_augment, off.class_weighted) == (False, True, False, False)
+
+
+def test_a_preset_fills_only_what_the_command_line_leaves_out() -> None:
+    cpu = train.PRESETS["cpu"]
+    args = train.parse_args(["x.csv", "--preset", "cpu", "--epochs", "60", "--lr", "0.1", "--no-augment"])
+    assert args.epochs == 60 == train.HPARAMS["epochs"]  # given, though it is the default: it beats the preset
+    assert (args.lr, args.no_augment) == (0.1, True)  # given, where the preset says nothing
+    assert (args.channels, args.patience, args.crop) == (cpu["channels"], cpu["patience"], cpu["crop"])  # the preset's
+    assert args.batch_size == train.HPARAMS["batch_size"] and args.preset == "cpu"  # neither: the default
+    assert train.parse_args(["x.csv", "--preset", "mlp", "--augment"]).no_augment is False  # a switch beats it too
 
 
 def test_distillation_loss_mixes_the_teacher_and_the_labels() -> None:
