@@ -51,12 +51,12 @@ from model import (
     git_commit,
     keep_freed_memory,
     load_checkpoint,
-    load_model,
     make_checkpoint,
     output_problem,
     whiten_stem,
 )
 from predict import BATCH_SIZE, RELEASED_ENSEMBLE, ensemble_proba, predict_proba
+from quantized import load_model
 
 HERE = Path(__file__).resolve().parent
 LR_BATCH = 128  # --lr is the peak rate for this batch size; other sizes scale it linearly (Goyal et al. 2017)

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.speed import cpu_description  # noqa: E402
-from model import load_model, read_compact, write_compact  # noqa: E402
+from compact_int8 import read_compact, write_compact  # noqa: E402
+from quantized import load_model  # noqa: E402
 
 
 def seconds(action) -> float:

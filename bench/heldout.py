@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import CLASS_NAMES, common_split, duplicate_groups, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, fuse_for_inference, load_model, output_problem  # noqa: E402
+from model import atomic_write, fuse_for_inference, output_problem  # noqa: E402
 from predict import BATCH_SIZE, RELEASED_ENSEMBLE, TTA_VIEWS, predict_proba  # noqa: E402
+from quantized import load_model  # noqa: E402
 
 
 def heldout_faces(train_csv: str, split: dict) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import common_split, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, fuse_for_inference, load_model, output_problem  # noqa: E402
+from model import atomic_write, fuse_for_inference, output_problem  # noqa: E402
 from predict import TTA_VIEWS, ensemble_proba  # noqa: E402
+from quantized import load_model  # noqa: E402
 from train import HPARAMS, TEACHER_VIEWS, teacher_logits  # noqa: E402
 
 

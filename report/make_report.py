@@ -46,9 +46,11 @@ from quantize import quantize  # noqa: E402
 from test_score import PUBLIC_LABELS, read_labels  # noqa: E402
 
 import faces  # noqa: E402
+from compact_int8 import read_compact, write_compact  # noqa: E402
 from dataset import CLASS_NAMES, Faces, duplicate_groups, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, build_model, count_parameters, load_model, read_compact, write_compact  # noqa: E402
+from model import atomic_write, build_model, count_parameters  # noqa: E402
 from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, predict_proba  # noqa: E402
+from quantized import load_model  # noqa: E402
 
 HERE = ROOT / "report"
 DATA = ROOT.parent / "shared" / "fer2013" / "train.csv.gz"

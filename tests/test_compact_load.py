@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from bench import compact_load
-from model import build_model, load_compact, read_compact, save_compact
+from compact_int8 import load_compact, read_compact, save_compact
+from model import build_model
 
 
 def test_each_encoding_is_measured_and_the_raw_file_is_format_1(tmp_path: Path) -> None:

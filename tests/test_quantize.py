@@ -7,8 +7,8 @@ import torch
 from conftest import ROOT, write_train_csv
 
 import train
+from compact_int8 import COMPACT_FORMAT, load_compact, read_compact, write_compact
 from dataset import CLASS_NAMES
-from model import COMPACT_FORMAT, load_compact, read_compact, write_compact
 
 sys.path.insert(0, str(ROOT / "tools"))
 

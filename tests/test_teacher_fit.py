@@ -13,8 +13,9 @@ import predict
 import train
 from bench import teacher_fit
 from dataset import read_faces, recorded_split
-from model import load_checkpoint, load_model
+from model import load_checkpoint
 from predict import predict_proba
+from quantized import load_model
 
 TINY = ["--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--bf16", "off", "--no-augment", "--crop", "0"]
 

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset import CLASS_NAMES, DataError, read_faces, recorded_split  # noqa: E402
-from model import atomic_write, load_model, output_problem  # noqa: E402
+from model import atomic_write, output_problem  # noqa: E402
 from predict import RELEASED_ENSEMBLE, ensemble_proba  # noqa: E402
+from quantized import load_model  # noqa: E402
 
 
 def pick_faces(val_idx: np.ndarray, n: int, seed: int) -> np.ndarray:
