@@ -11,6 +11,7 @@ from conftest import ROOT, trained_mobilenet
 
 import quantized
 from compact_int8 import save_compact
+from dataset import CLASS_NAMES
 from model import atomic_save, make_checkpoint
 
 
@@ -144,7 +145,18 @@ def test_the_command_line_writes_the_file_or_says_what_is_wrong(tmp_path: Path) 
     done = subprocess.run([*run, str(tmp_path / "c.q8"), "--bits", "4"], capture_output=True, text=True)
     size = (tmp_path / "c.q8").stat().st_size
     assert done.returncode == 0 and done.stdout == f"wrote {tmp_path / 'c.q8'}: {size:,} bytes, 4-bit weights " \
-                                                   f"(8-bit small filters)\n"
+                                                   f"({quantized.SMALL_BITS}-bit small filters)\n"
     refused = subprocess.run([*run, str(tmp_path / "none" / "c.q8")], capture_output=True, text=True)
     assert refused.returncode == 1 and refused.stderr.startswith("quantized.py: error: ")
     assert refused.stderr.count("\n") == 1
+
+
+def test_the_shipped_compact_model_is_a_k_bit_file_within_the_limit() -> None:
+    path = ROOT / "weights" / "compact.q8"
+    assert path.stat().st_size <= 225_000  # HW8's model limit, with no compressor
+    model, header = quantized.load_model(path)
+    assert header["config"]["arch"] == "mobilenet" and header["class_names"] == list(CLASS_NAMES)
+    assert header["split"] == {"method": "stratified", "val_fraction": 0.1, "seed": 0}
+    assert {t.get("bits") for t in header["tensors"]} == {None, quantized.DEFAULT_BITS, quantized.SMALL_BITS}
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
