@@ -201,7 +201,8 @@ def default_preset(device: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train a FER2013 expression classifier.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("train_csv", help="training CSV: label,feature or the challenge's fer2013.csv (plain or .gz)")
+    p.add_argument("train_csv", help="training CSV: label,feature or the challenge's fer2013.csv (plain, or compressed "
+                   "as csv_gzip.py reads, where present)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (default: full with CUDA, else cpu); "
                    "other flags still override it")
     p.add_argument("--out", help="where the best model goes; its history goes to <out>.json")

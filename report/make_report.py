@@ -18,6 +18,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import platform
 import re
 import sys
@@ -50,7 +51,7 @@ from compact_int8 import read_compact, write_compact  # noqa: E402
 from dataset import CLASS_NAMES, Faces, duplicate_groups, read_faces, recorded_split  # noqa: E402
 from model import atomic_write, build_model, count_parameters  # noqa: E402
 from predict import RELEASED_COMPACT, RELEASED_ENSEMBLE, predict_proba  # noqa: E402
-from quantized import load_model  # noqa: E402
+from quantized import SMALL_ROW, load_model  # noqa: E402
 
 HERE = ROOT / "report"
 DATA = ROOT.parent / "shared" / "fer2013" / "train.csv.gz"
@@ -627,6 +628,14 @@ HEADER = {"name": BLANK, "student_id": BLANK, "department": BLANK, "collaborator
 PAGE_LIMITS = {"dlss": {"Task": 3, "Bonus": 4, "total": 4.5}}
 
 
+def weight_bits(header: dict) -> dict[str, str]:
+    """The bits per weight of a k-bit file (quantized.py): of its larger tensors and of its 3x3 filters."""
+    def bits(small: bool) -> str:
+        return "/".join(map(str, sorted({t["bits"] for t in header["tensors"]
+                                         if "bits" in t and (math.prod(t["shape"][1:]) <= SMALL_ROW) == small})))
+    return {"compact_bits": bits(False), "compact_small_bits": bits(True)}
+
+
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
@@ -1009,7 +1018,7 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
         "size_ratio": f"{sum(released_bytes) / compact_bytes:.0f}",
         "compact_val": pct(member_acc[Path(RELEASED_COMPACT).name]),
         "compact_test": pct(test_member[Path(RELEASED_COMPACT).name]),
-        "compact_params": f"{compact['params']:,}",
+        "compact_params": f"{compact['params']:,}", **weight_bits(compact_file),
         "compact_folded_params": f"{count_parameters(compact_model):,}", "compact_stem": compact_config["channels"][0],
         "compact_stages": len(compact_config["channels"]), "compact_blocks": compact_config.get("blocks_per_stage", 2),
         "compact_channels": "-".join(map(str, compact_config["channels"])),
@@ -1106,7 +1115,8 @@ def report_values(results: Path, model_path: Path, fields: dict[str, str]) -> di
                                 [f"one VGG ({model_path.name})", f"{count_parameters(model):,}",
                                  f"{model_path.stat().st_size:,}", pct(member_acc[model_path.name]),
                                  pct(test_member[model_path.name]), f"{seconds['single']:.1f} s"],
-                                ["compact.q8 (MobileNet, int8)", f"{compact['params']:,}", f"{compact_bytes:,}",
+                                [f"compact.q8 (MobileNet, {weight_bits(compact_file)['compact_bits']}-bit)",
+                                 f"{compact['params']:,}", f"{compact_bytes:,}",
                                  pct(member_acc[Path(RELEASED_COMPACT).name]),
                                  pct(test_member[Path(RELEASED_COMPACT).name]), f"{seconds['compact']:.1f} s"]]),
         "matched_sentence": matched_sentence(sweep, noise),

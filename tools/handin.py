@@ -69,8 +69,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 HW8_README = """# HW8: the compact FER2013 model
 
 - `compact.q8` ({model_bytes:,} bytes): the compact network ({description}), BatchNorm folded into the
-  convolutions, each conv and linear weight quantised per output channel to {bits} (codes packed bit by bit,
-  one float16 scale per channel), biases float16; written and read by `quantized.py`, no compressor.
+  convolutions, each conv and linear weight quantised per output channel to {bits}: codes packed bit by bit, one
+  float16 scale per channel, biases float16; written and read by `quantized.py`, no compressor.
 - `bash hw8_download.sh`: checks `compact.q8` against the sha256 in `MANIFEST`.
 - `bash hw8_test.sh test.csv pred.csv`: the Kaggle submission. The submitted file's sha256 is
   `{submission_sha256}`; this folder's `hw8_test.sh` wrote it byte for byte from the course's test.csv.
@@ -139,12 +139,12 @@ def model_description(model_file: Path) -> tuple[str, str]:
     """The network and its bit widths, in words, from the k-bit file's header."""
     header = read_quantized(model_file)[0]
     config, tensors = header["config"], header["tensors"]
-    params = sum(math.prod(t["shape"]) for t in tensors)
+    params = sum(math.prod(t["shape"]) for t in tensors if t["shape"])  # not the normalisation's two scalars
     description = f"{config['arch']}, widths {'-'.join(map(str, config['channels']))}, {params:,} parameters"
     small = {t["bits"] for t in tensors if "bits" in t and math.prod(t["shape"][1:]) <= SMALL_ROW}
     large = {t["bits"] for t in tensors if "bits" in t and math.prod(t["shape"][1:]) > SMALL_ROW}
     bits = " or ".join(f"{b} bits" for b in sorted(large))
-    return description, bits + (f" ({' or '.join(map(str, sorted(small)))} for the 3x3 filters, depthwise and stem)"
+    return description, bits + (f", the 3x3 filters (depthwise and stem) to {' or '.join(map(str, sorted(small)))}"
                                 if small and small != large else "")
 
 
