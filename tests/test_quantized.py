@@ -47,6 +47,11 @@ def test_mse_clipping_never_errs_more_than_the_largest_weight_scale() -> None:
     assert (errors["mse"] <= errors["max"] + 1e-6).all() and errors["mse"].sum() < errors["max"].sum()
 
 
+def test_weights_too_large_for_float16_scales_are_refused() -> None:
+    with pytest.raises(ValueError, match="too large for float16 scales"):
+        quantized.quantize_weight(torch.tensor([[1e6, 1.0], [0.5, 0.25]]), 5)
+
+
 def test_bits_outside_the_file_are_refused() -> None:
     for bits in (1, 9):
         with pytest.raises(ValueError, match=f"{bits} bits"):
@@ -105,6 +110,11 @@ def test_a_weight_that_is_not_finite_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a finite number"):
         quantized.save_quantized(model, config, tmp_path / "c.q8")
     assert not (tmp_path / "c.q8").exists()
+    with torch.no_grad():
+        model.classifier[2].weight[0, 0] = 0.0
+        model.classifier[2].bias[0] = 1e6  # beyond float16
+    with pytest.raises(ValueError, match=r"classifier\.2\.bias: values too large for float16"):
+        quantized.save_quantized(model, config, tmp_path / "c.q8")
 
 
 def test_load_model_tells_the_three_files_apart(tmp_path: Path) -> None:
