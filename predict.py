@@ -3,8 +3,8 @@
   python predict.py <test.csv> <pred.csv> [--model PATH ... | --best] [--tta none|flip|crops]
 
 Several --model paths form an ensemble: their class probabilities are averaged. A model is a .pt
-checkpoint or a compact int8 file (weights/compact.q8), told apart by content. --best is the ensemble
-of every released network, the slowest choice.
+checkpoint, an int8 .q8 file or a k-bit one (weights/compact.q8), told apart by content. --best is the
+ensemble of every released network, the slowest choice.
 """
 
 import argparse

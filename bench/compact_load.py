@@ -1,7 +1,7 @@
 """Bytes and load time of each released int8 file in its raw form (format 1) and deflated (format 2, what
-model.write_compact writes), with xz beside them for the choice between the two codecs.
+compact_int8.write_compact writes), with xz beside them for the choice between the two codecs.
 
-  python bench/compact_load.py [--repeats 5] [FILE.q8 ...]   (default: weights/*.q8)
+  python bench/compact_load.py [--repeats 5] [FILE.q8 ...]   (default: the int8 files among weights/*.q8)
 
 The encodings of one file take turns, so a busy host slows them alike; one thread, as predict.py's start-up.
 """
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.speed import cpu_description  # noqa: E402
-from compact_int8 import read_compact, write_compact  # noqa: E402
+from compact_int8 import is_compact, read_compact, write_compact  # noqa: E402
 from quantized import load_model  # noqa: E402
 
 
@@ -48,7 +48,8 @@ def measure(path: Path, folder: Path, repeats: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("files", nargs="*", type=Path, default=sorted((ROOT / "weights").glob("*.q8")))
+    p.add_argument("files", nargs="*", type=Path, default=[p for p in sorted((ROOT / "weights").glob("*.q8"))
+                                                           if is_compact(p)])
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(1)
