@@ -1,16 +1,14 @@
 """FER2013 CSV files -> uint8 image tensors, the held-out split, and batched augmentation on any device.
 
-Accepted formats (header names matched case-insensitively, spaces stripped; plain or gzip):
+Accepted formats (header names matched case-insensitively, spaces stripped; plain, or compressed as csv_gzip.py
+reads where it is present):
   training  label,feature           test  id,feature
   fer2013.csv  emotion,pixels,Usage  icml_face_data.csv  emotion, Usage, pixels
 """
 
-import gzip
 import json
 import math
-import os
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
+
+try:
+    import csv_gzip
+except ModuleNotFoundError as e:  # the HW8 hand-in ships without it: it reads plain CSV files only
+    if e.name != "csv_gzip":
+        raise
+    csv_gzip = None
+COMPRESSED_READ_ERRORS = csv_gzip.READ_ERRORS if csv_gzip is not None else ()  # what a damaged one raises
 
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SIDE = 48
@@ -56,16 +62,12 @@ def _compression(path: Path) -> str | None:
         magic = f.read(2)
     if not magic:
         raise DataError(f"{path}:1: empty file")
-    return "gzip" if magic == b"\x1f\x8b" else None  # sniffed, so a misnamed file still reads
+    return csv_gzip.COMPRESSION if csv_gzip is not None and magic == csv_gzip.MAGIC else None
 
 
 def _text_bytes(path: Path, compression: str | None) -> int:
-    """The file's size as text: gzip's trailer records it (modulo 4 GiB), a plain file is its own size."""
-    if compression is None:
-        return path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        return int.from_bytes(f.read(4), "little")
+    """The file's size as text: a plain file is its own size, a compressed one's is recorded in it."""
+    return path.stat().st_size if compression is None else csv_gzip.text_bytes(path)
 
 
 def _read_chunks(path: Path, compression: str | None) -> Iterator[pd.DataFrame]:
@@ -81,8 +83,8 @@ def _read_chunks(path: Path, compression: str | None) -> Iterator[pd.DataFrame]:
         raise DataError(f"{path}:1: empty file") from None
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: malformed CSV: {str(e).strip().splitlines()[-1]}") from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: unreadable gzip: {e}") from None
+    except COMPRESSED_READ_ERRORS as e:
+        raise DataError(f"{path}: unreadable {compression}: {e}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text CSV file") from None
 
@@ -187,7 +189,7 @@ def read_faces(path: str | Path, require_labels: bool = False) -> Faces:
     for chunk in _read_chunks(path, compression):
         if chunk.empty:  # a file of only a header reads as one empty chunk
             continue
-        if n + len(chunk) > len(pixels):  # only where gzip's recorded size wrapped past 4 GiB
+        if n + len(chunk) > len(pixels):  # only where a compressed file's recorded size wrapped past 4 GiB
             pixels = np.concatenate([pixels[:n], np.empty((max(n, len(chunk)), N_PIXELS), np.uint8)])
         pixels[n:n + len(chunk)] = parse_pixels(_column(chunk, path, "pixels", required=True), path, n)
         for key, parts in columns.items():

@@ -3,8 +3,8 @@
   python predict.py <test.csv> <pred.csv> [--model PATH ... | --fast] [--tta none|flip|crops]
 
 Without --model: the released ensemble (RELEASED["default"]); --fast: its two strongest members. Several
---model paths form an ensemble: their class probabilities are averaged. A model is a .pt checkpoint or a
-compact int8 file (weights/compact.q8), told apart by content.
+--model paths form an ensemble: their class probabilities are averaged. A model is a .pt checkpoint, an int8
+.q8 file or a k-bit one (weights/compact.q8), told apart by content.
 """
 
 import argparse
@@ -17,17 +17,18 @@ from torch import nn
 
 import utils
 from dataset import CLASS_NAMES, DataError, read_faces
-from model import fuse_for_inference, load_model
+from model import fuse_for_inference
+from quantized import load_model
 from utils import atomic_write, keep_freed_memory, output_problem
 
 HERE = Path(__file__).resolve().parent
-# The released networks (weights/MANIFEST, int8: tools/quantize.py), each set for one use. All but the compact net
-# share the grouped held-out split, on which bench/ensemble.py chose the default by greedy forward selection
-# (runs/ensemble/); flip views for every member: ten crops gained less than the seed spread.
+# The released networks (weights/MANIFEST; int8 or k-bit: tools/quantize.py), each set for one use. All but the
+# compact net share the grouped held-out split, on which bench/ensemble.py chose the default by greedy forward
+# selection (runs/ensemble/); flip views for every member: ten crops gained less than the seed spread.
 RELEASED = {
     "default": ["resnet_full48_s2.q8", "vgg_full48_s0.q8", "vgg_crop40_s0.q8", "resnet_crop40_s0.q8"],  # in pick order
     "fast": ["resnet_full48_s2.q8", "vgg_full48_s0.q8"],  # its first two picks, for about half the time
-    "compact": ["compact.q8"],  # the int8 MobileNet (HW8), for the camera page
+    "compact": ["compact.q8"],  # the k-bit MobileNet (HW8), for the camera page
 }
 
 

@@ -50,11 +50,11 @@ from model import (
     fp32_state,
     fuse_for_inference,
     load_checkpoint,
-    load_model,
     make_checkpoint,
     whiten_stem,
 )
 from predict import BATCH_SIZE, ensemble_proba, predict_proba, released
+from quantized import load_model
 from utils import atomic_write, git_commit, keep_freed_memory, output_problem
 
 HERE = Path(__file__).resolve().parent
@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     a Switch), its help from its reason. A setting not given stays out of the namespace: parse_args fills it."""
     p = argparse.ArgumentParser(description="Train a FER2013 expression classifier.",
                                 argument_default=argparse.SUPPRESS)
-    p.add_argument("train_csv", help="training CSV: label,feature or the challenge's fer2013.csv (plain or .gz)")
+    p.add_argument("train_csv", help="training CSV: label,feature or the challenge's fer2013.csv (plain, or compressed "
+                   "as csv_gzip.py reads, where present)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named recipe (default: full with "
                    "CUDA, else cpu); flags given explicitly still override it")
     p.add_argument("--resume", action="store_true", default=False, help="continue the killed run that wrote "

@@ -19,8 +19,9 @@ import torch
 
 from bench.heldout import accuracy
 from dataset import common_split, heldout_faces
-from model import fuse_for_inference, load_model
+from model import fuse_for_inference
 from predict import BATCH_SIZE, predict_proba
+from quantized import load_model
 from utils import atomic_write, fail, output_problem
 
 MAX_STEPS = 12  # enough picks for weights of 1..4 over a handful of members; more only fits held-out noise

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from dataset import CLASS_NAMES, common_split, heldout_faces
-from model import fuse_for_inference, load_model
+from model import fuse_for_inference
 from predict import BATCH_SIZE, TTA_VIEWS, predict_proba, released
+from quantized import load_model
 from utils import atomic_write, fail, output_problem
 
 

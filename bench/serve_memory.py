@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench.live_page import camera_frame, start_server
-from model import git_commit
+from utils import git_commit
 
 POLL_SECONDS = 0.02  # how often the server's VmRSS is read during the burst
 QUIET_SECONDS = 2  # the wait after start-up before idle memory is read

@@ -13,11 +13,14 @@ import numpy as np
 import pandas as pd
 
 from bench.test_score import read_labels
+from compact_int8 import read_compact, write_compact
 from dataset import CLASS_NAMES, Faces, read_faces, recorded_split
-from model import atomic_write, count_parameters, load_model, read_compact, write_compact
+from model import count_parameters
 from predict import RELEASED_COMPACT, chosen_models, parse_args, predict_proba
+from quantized import load_model
 from report import experiments
 from tools.quantize import quantize
+from utils import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights"

@@ -17,8 +17,8 @@ from torch import nn
 
 import faces
 from dataset import CLASS_NAMES
-from model import atomic_write
 from report.typeset import TEXT_WIDTH_IN
+from utils import atomic_write
 
 K = len(CLASS_NAMES)
 CLASS_COLORS = plt.get_cmap("tab10").colors[:K]  # one colour per class in every figure

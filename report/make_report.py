@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from dataset import CLASS_NAMES, duplicate_groups, read_faces
-from model import Normalize, Residual, Separable, atomic_write, build_model, count_parameters, load_model
+from model import Normalize, Residual, Separable, build_model, count_parameters
 from predict import chosen_models, parse_args
+from quantized import load_model
 from report import experiments, figures
 from report.collect import (
     PAIR,
@@ -41,6 +42,7 @@ from report.collect import (
 )
 from report.typeset import markdown_to_pdf
 from train import HPARAMS, PRESETS
+from utils import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "report"

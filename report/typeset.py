@@ -15,7 +15,7 @@ from pathlib import Path
 import typst
 from PIL import Image
 
-from model import atomic_write
+from utils import atomic_write
 
 PAGE_WIDTH_CM, MARGIN_CM = 21.0, 2.0  # A4
 TEXT_WIDTH_IN = (PAGE_WIDTH_CM - 2 * MARGIN_CM) / 2.54  # the widest a figure may be drawn

@@ -1,12 +1,16 @@
-"""Synthetic FER-format data: each of the 7 classes is a distinct pattern plus noise, so it is learnable."""
+"""Synthetic FER-format data (each of the 7 classes is a distinct pattern plus noise, so it is learnable) and a
+small MobileNet with trained-looking weights."""
 
 import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from model import build_model  # noqa: E402
 
 
 def synthetic_faces(n: int, seed: int = 0, noise: float = 40.0) -> tuple[np.ndarray, np.ndarray]:
@@ -57,3 +61,18 @@ def train_csv(tmp_path: Path) -> Path:
 @pytest.fixture
 def test_csv(tmp_path: Path) -> Path:
     return write_test_csv(tmp_path / "test.csv")
+
+
+def trained_mobilenet() -> tuple[torch.nn.Module, dict]:
+    """A MobileNet with BatchNorm statistics and weights off their initial values."""
+    config = {"arch": "mobilenet", "channels": [8, 16, 32, 64], "blocks_per_stage": 1, "mean": 0.5, "std": 0.2}
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(5):
+        x = torch.rand(32, 1, 48, 48)
+        loss = torch.nn.functional.cross_entropy(model.train()(x), (x.mean((1, 2, 3)) * 70 % 7).long())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), config

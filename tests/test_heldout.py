@@ -10,8 +10,8 @@ from conftest import pixel_strings, synthetic_faces, write_csv, write_train_csv
 import train
 from bench import heldout
 from dataset import read_faces, recorded_split
-from model import load_model
 from predict import predict_proba
+from quantized import load_model
 
 TINY = ["--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--bf16", "off", "--no-augment", "--crop", "0",
         "--epochs", "2"]

@@ -3,12 +3,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import ROOT, write_train_csv
 
 import train
-from dataset import CLASS_NAMES
-from model import COMPACT_FORMAT, load_compact, read_compact, write_compact
+from compact_int8 import COMPACT_FORMAT, load_compact, read_compact, write_compact
 from tools import quantize
 
 TINY_MOBILENET = ["--arch", "mobilenet", "--channels", "8,16,32,64", "--convs-per-stage", "1", "--batch-size", "32",
@@ -65,12 +63,12 @@ def test_repack_rewrites_an_old_file_with_the_same_tensors(trained: tuple[Path, 
         "c.q8", "notes.q8", "old.q8"]
 
 
-def test_the_shipped_compact_model_is_within_the_limit(tmp_path: Path) -> None:
-    path = ROOT / "weights" / "compact.q8"
-    assert path.stat().st_size <= 225_000  # the homework's strong-baseline limit
-    assert write_compact(tmp_path / "raw.q8", *read_compact(path), deflate=False) <= 225_000  # and without deflate
-    model, header = load_compact(path)
-    assert header["config"]["arch"] == "mobilenet" and header["class_names"] == list(CLASS_NAMES)
-    assert header["split"] == {"method": "stratified", "val_fraction": 0.1, "seed": 0}
-    with torch.no_grad():
-        assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+def test_the_k_bit_file_keeps_the_accuracy_through_the_command_line(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    checkpoint, csv = trained
+    out = tmp_path / "c.q8"
+    done = subprocess.run([sys.executable, "-m", "tools.quantize", str(checkpoint), str(out), "--bits", "5",
+                           "--train-csv", str(csv)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out}: {out.stat().st_size:,} bytes\n") and out.read_bytes()[:6] == b"FERQK\n"
+    result = quantize.compare(str(checkpoint), str(out), str(csv))
+    assert abs(result["val_acc_tta_int8"] - result["val_acc_tta_fp32"]) <= 2 / 70 and result["changed_predictions"] <= 2

@@ -10,7 +10,9 @@ from conftest import ROOT, write_test_csv, write_train_csv
 
 import predict
 import train
-from model import build_model, count_parameters, load_checkpoint, load_model, save_compact
+from compact_int8 import save_compact
+from model import build_model, count_parameters, load_checkpoint
+from quantized import load_model
 
 TINY_MODEL = ["--channels", "8,16", "--hidden", "32", "--batch-size", "32", "--bf16", "off"]
 TINY = [*TINY_MODEL, "--no-augment"]  # a mirrored bar is another class's bar: flips would change the labels

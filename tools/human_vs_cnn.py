@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from dataset import CLASS_NAMES, DataError, read_faces, recorded_split
-from model import load_model
 from predict import ensemble_proba, released
+from quantized import load_model
 from utils import atomic_write, output_problem
 
 

@@ -1,13 +1,15 @@
-"""Write a trained checkpoint as a compact int8 model file (model.save_compact) and measure what it costs.
+"""Write a trained checkpoint as a quantised model file and measure what it costs.
 
-  python -m tools.quantize <checkpoint.pt> <out.q8> [--train-csv ../shared/fer2013/train.csv.gz]
-                           [--max-bytes 225000]
+  python -m tools.quantize <checkpoint.pt> <out.q8> [--bits K [--small-bits K] [--clip mse]] [--max-bytes 225000]
+                           [--train-csv ../shared/fer2013/train.csv.gz]
   python -m tools.quantize --repack <file.q8>...
 
+Without --bits: the int8 file of the larger released networks (compact_int8.save_compact). With --bits K: the
+k-bit file of quantized.py (the compact model's; its source may also be a model file, quantised further).
 Refuses (exit 1, nothing written) when the file would be larger than --max-bytes. With --train-csv,
-prints held-out accuracy (flip TTA) of the checkpoint and of the int8 file on the checkpoint's split,
-how many predictions differ, and the largest logit difference. --repack rewrites compact files of an
-older format in the current one (model.COMPACT_FORMAT) with the very same tensor bytes.
+prints held-out accuracy (flip TTA) of the source and of the written file on the source's split,
+how many predictions differ, and the largest logit difference. --repack rewrites int8 files of an
+older format in the current one (compact_int8.COMPACT_FORMAT) with the very same tensor bytes.
 """
 
 import argparse
@@ -16,18 +18,11 @@ import os
 import sys
 from pathlib import Path
 
+from compact_int8 import COMPACT_FORMAT, read_compact, save_compact, write_compact
 from dataset import CLASS_NAMES, heldout_faces
-from model import (
-    COMPACT_FORMAT,
-    count_parameters,
-    fuse_for_inference,
-    load_compact,
-    load_model,
-    read_compact,
-    save_compact,
-    write_compact,
-)
+from model import count_parameters, fuse_for_inference
 from predict import predict_proba
+from quantized import BITS, CLIPS, SMALL_BITS, load_model, quantize_file
 from utils import output_problem
 
 HEADER_KEYS = ("split", "val_acc", "val_acc_tta", "epoch", "git_commit")  # what the compact file keeps
@@ -47,12 +42,13 @@ def quantize(checkpoint: str, out: str, max_bytes: int) -> int:
 
 
 def compare(checkpoint: str, compact: str, train_csv: str) -> dict:
-    """Held-out figures of the fp32 checkpoint and of its int8 file, on the checkpoint's own split."""
+    """Held-out figures of the source (a checkpoint, or a model file) and of its quantised file, on the
+    source's own split."""
     model, ckpt = load_model(checkpoint)
     images, labels, _ = heldout_faces(train_csv, ckpt["split"])
     params = count_parameters(model)  # before folding BatchNorm, as train.py counts them
     fp32 = predict_proba(fuse_for_inference(model), images)
-    int8 = predict_proba(load_compact(compact)[0], images)
+    int8 = predict_proba(load_model(compact)[0], images)
     logits_fp32 = fp32.log()
     logits_int8 = int8.log()
     return {"params": params, "bytes": Path(compact).stat().st_size, "n_val": len(labels),
@@ -79,6 +75,11 @@ def main() -> None:
     p.add_argument("checkpoint", nargs="?")
     p.add_argument("out", nargs="?")
     p.add_argument("--repack", nargs="+", metavar="FILE", help="rewrite these compact files in the current format")
+    p.add_argument("--bits", type=int, choices=BITS, help="write quantized.py's k-bit file with this many bits per "
+                   "weight (default: the int8 file of compact_int8.py)")
+    p.add_argument("--small-bits", type=int, choices=BITS, default=SMALL_BITS, help="with --bits: bits per weight of "
+                   "the 3x3 depthwise filters and a one-channel stem (quantized.py)")
+    p.add_argument("--clip", choices=CLIPS, default="max", help="with --bits: each channel's scale (quantized.py)")
     p.add_argument("--train-csv", help="also measure held-out accuracy before and after quantisation")
     p.add_argument("--max-bytes", type=int, default=225_000, help="the homework's limit for the strong baseline")
     args = p.parse_args()
@@ -98,7 +99,10 @@ def main() -> None:
     if problem:
         sys.exit(f"quantize.py: error: {problem}")
     try:
-        size = quantize(args.checkpoint, args.out, args.max_bytes)
+        if args.bits:
+            size = quantize_file(args.checkpoint, args.out, args.bits, args.small_bits, args.clip, args.max_bytes)
+        else:
+            size = quantize(args.checkpoint, args.out, args.max_bytes)
     except (ValueError, OSError) as e:
         sys.exit(f"quantize.py: error: {e}")
     print(f"wrote {args.out}: {size:,} bytes")
