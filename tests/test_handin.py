@@ -35,7 +35,7 @@ def hw8(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("hw8")
     (tmp / "report.pdf").write_bytes(b"%PDF-1.4 a stand-in for the built report\n")
     csv = write_test_csv(tmp / "test.csv", n=40)
-    predict.main([str(csv), str(tmp / "submission.csv"), "--model", predict.RELEASED_COMPACT])
+    predict.main([str(csv), str(tmp / "submission.csv"), "--model", predict.released("compact")[0]])
     folder = handin.main(["hw8", "--report", str(tmp / "report.pdf"), "--submission", str(tmp / "submission.csv"),
                           "--test-csv", str(csv), "--out", str(tmp / "hw8")])
     return {"folder": folder, "tmp": tmp, "submission": tmp / "submission.csv"}
@@ -57,7 +57,7 @@ def test_the_hw2_zip_holds_the_code_the_weights_and_report_pdf(tmp_path: Path, r
     assert released >= 5 and check.returncode == 0 and check.stdout.count("ok ") == released  # every file, intact
     csv = write_test_csv(tmp_path / "test.csv.gz", n=20)  # a compressed test file, an int8 and a k-bit model
     run = subprocess.run([sys.executable, str(folder / "predict.py"), str(csv), str(tmp_path / "pred.csv"), "--model",
-                          str(folder / "weights" / "vgg_cpu_s0.q8"), "--model", str(folder / "weights" / "compact.q8")],
+                          str(folder / "weights" / "vgg_crop40_s0.q8"), "--model", str(folder / "weights" / "compact.q8")],
                          capture_output=True, text=True, cwd=tmp_path, env=ENV)
     assert run.returncode == 0, run.stderr
     assert len((tmp_path / "pred.csv").read_text().splitlines()) == 21
@@ -67,7 +67,7 @@ def test_the_hw8_folder_holds_plain_files_within_the_limits(hw8: dict[str, Path]
     folder = hw8["folder"]
     assert sorted(p.name for p in folder.iterdir()) == [
         "MANIFEST", "README.md", "compact.q8", "dataset.py", "hw8_download.sh", "hw8_test.sh", "hw8_train.sh",
-        "model.py", "predict.py", "quantized.py", "report.pdf", "train.py"]
+        "model.py", "predict.py", "quantized.py", "report.pdf", "train.py", "utils.py"]
     for name in handin.HW8_MODULES:
         assert (folder / name).read_bytes() == (ROOT / name).read_bytes()  # the project's code, unchanged
     (folder / "report.pdf").rename(hw8["tmp"] / "moved_report.pdf")  # as the TAs do before measuring
@@ -154,7 +154,7 @@ def test_hw8_train_trains_and_writes_the_k_bit_file(hw8: dict[str, Path], tmp_pa
 def test_the_identity_flags_go_to_the_report_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     commands = []
 
-    def build(command: list[str]) -> subprocess.CompletedProcess:  # the real build takes minutes and the data
+    def build(command: list[str], cwd: Path) -> subprocess.CompletedProcess:  # the real build takes minutes
         commands.append(command)
         out = Path(command[command.index("--out") + 1])
         (out / "hw2.pdf").write_bytes(b"%PDF-1.4 built with the identity\n")
@@ -164,15 +164,15 @@ def test_the_identity_flags_go_to_the_report_build(tmp_path: Path, monkeypatch: 
     zip_path = handin.main(["hw2", "--student-id", "B12345678", "--name", "Ada Lovelace", "--department",
                             "CSIE, year 3", "--collaborators", "none", "--out", str(tmp_path)])
     assert zipfile.ZipFile(zip_path).read("report.pdf") == b"%PDF-1.4 built with the identity\n"
-    assert commands[0][1:2] == [str(ROOT / "report" / "make_report.py")]
-    assert commands[0][4:] == ["--name", "Ada Lovelace", "--student-id", "B12345678", "--department", "CSIE, year 3",
+    assert commands[0][1:3] == ["-m", "report.make_report"]
+    assert commands[0][5:] == ["--name", "Ada Lovelace", "--student-id", "B12345678", "--department", "CSIE, year 3",
                                "--collaborators", "none"]
 
 
 def test_the_report_build_takes_each_identity_flag() -> None:
-    usage = subprocess.run([sys.executable, str(ROOT / "report" / "make_report.py"), "--help"], capture_output=True,
-                           text=True, check=True).stdout
-    flags = handin.report_command({key: "x" for key in handin.IDENTITY}, Path("out"))[2:]
+    usage = subprocess.run([sys.executable, "-m", "report.make_report", "--help"], capture_output=True, text=True,
+                           check=True, cwd=ROOT).stdout
+    flags = handin.report_command({key: "x" for key in handin.IDENTITY}, Path("out"))[3:]
     assert all(flag in usage for flag in flags if flag.startswith("--"))
 
 
