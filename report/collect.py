@@ -15,7 +15,7 @@ import pandas as pd
 from bench.test_score import read_labels
 from compact_int8 import read_compact, write_compact
 from dataset import CLASS_NAMES, Faces, read_faces, recorded_split
-from model import count_parameters
+from model import build_model, count_parameters
 from predict import chosen_models, parse_args, predict_proba, released
 from quantized import load_model
 from report import experiments
@@ -322,8 +322,8 @@ def collect_sweep(held: HeldOut, path: Path) -> None:
         elif name in recorded:
             print(f"kept the sweep's {name}: {checkpoint} missing")
             sweep.append(recorded[name])
-    model, header = load_model(WEIGHTS / COMPACT)
-    compact = {"name": COMPACT, "arch": header["config"]["arch"], "params": count_parameters(model),
+    config = load_model(WEIGHTS / COMPACT)[1]["config"]
+    compact = {"name": COMPACT, "arch": config["arch"], "params": count_parameters(build_model(config)),  # as trained
                "bytes": (WEIGHTS / COMPACT).stat().st_size, "val_acc_tta": held.accuracy(WEIGHTS / COMPACT)}
     write_json({"split": SPLIT, "models": sweep, "compact": compact}, path)
 

@@ -64,6 +64,7 @@ FIELDS = {"name": "name", "student_id": "student ID", "department": "department/
 COMMAND_WIDTH = 72  # characters of a command's line in a report's code block
 UNRECORDED = ("preset", "device", "workers", "bf16", "out", "teacher_cache", "resume", "force")  # not the recipe's
 FAMILIES = {"vgg": "VGG", "resnet": "ResNet", "mobilenet": "MobileNet-style", "mlp": "MLP"}  # as the text names them
+NUMBER_WORDS = dict(enumerate(["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))  # prose
 FLAGS = {"name": "--name", "student_id": "--student-id", "department": "--department",
          "collaborators": "--collaborators"}
 
@@ -101,6 +102,11 @@ def listed(items: list[str]) -> str:
 
 def stem(name: str) -> str:
     return Path(name).stem
+
+
+def in_words(n: int) -> str:
+    """A small count as the text writes it."""
+    return NUMBER_WORDS.get(n, str(n))
 
 
 # ---------------------------------------------------------------- noise
@@ -282,19 +288,11 @@ def seconds(facts: dict, names: list[str]) -> str:
     return "pending" if not facts["speed"] else "–"
 
 
-def wall(facts: dict, names: list[str]) -> str:
-    """The models' logged wall time with its log, or that it is pending."""
-    s = speed(facts, names)
-    if s:
-        return f"{s['seconds']:.1f} s (`{s['log']}`)"
-    return "a time still pending (no log in `runs/speed/` yet)" if not facts["speed"] else "a time not logged"
-
-
 def set_name(names: list[str]) -> str:
     if names == default_models():
-        return f"the default ensemble of {len(names)}"
+        return f"the ensemble of {in_words(len(names))}"
     if names == fast_models():
-        return f"`--fast`, the default's first {len(names)}"
+        return "`--fast`"
     return " + ".join(map(stem, names))
 
 
@@ -314,10 +312,16 @@ def choices(r: dict) -> dict[str, dict]:
     for names in model_sets():
         public, held = set_scores(r, names)
         out[key(names)] = {"names": names, "held": held, "public": public["accuracy"]}
-    for name in released_networks():
+    for name in networks_in_order():
         out[name] = {"names": [name], "held": r["released"]["models"][name],
                      "public": r["test"]["models"][name]["accuracy"]}
     return out
+
+
+def networks_in_order() -> list[str]:
+    """The released networks, the default's first in its pick order."""
+    default = default_models()
+    return [*default, *(n for n in released_networks() if n not in default)]
 
 
 def human_comparison(acc: float) -> str:
@@ -501,10 +505,21 @@ def q1_answer(r: dict, default: list[str], bar: float) -> str:
             f"({stem(single['names'][0])}). On Kaggle's public half, scored once afterwards, it scores "
             f"{pct(mine['public'])} against {pct(runner_up['public'])} and {pct(single['public'])}. Its held-out "
             f"margins, against the bar of two single-seed runs ({100 * bar:.1f} points, Appendix B; a rough guide "
-            f"for ensembles): {said}.")
+            f"for ensembles): {said}.{ranking_caveat(mine, compared, bar)}")
 
 
-SPLIT_NAME = {"stratified": "rows, duplicate-free part", "grouped": "groups"}  # how the tables name each split
+def ranking_caveat(mine: dict, compared: list[dict], bar: float) -> str:
+    """Where every held-out margin is within noise: that the ranking is not established, and whether the public
+    half repeats it."""
+    if any(abs(mine["held"]["clean"] - o["held"]["clean"]) > bar for o in compared):
+        return ""
+    repeated = all(mine["public"] > o["public"] for o in compared)
+    return (" So the ranking is not established beyond noise" + (", though the public half, scored once, repeats it."
+                                                                  if repeated else ", and the public half does not "
+                                                                  "repeat it."))
+
+
+SPLIT_NAME = {"stratified": "rows", "grouped": "groups"}  # how the tables name each split
 
 
 def released_table(r: dict, default: list[str]) -> str:
@@ -515,9 +530,13 @@ def released_table(r: dict, default: list[str]) -> str:
     facts, rows = r["facts"], []
     for option in choices(r).values():
         files, held = option["names"], option["held"]
-        if len(files) > 1:
-            what = ("the default" if files == default else set_name(files), f"mean of {len(files)}: "
-                    + ", ".join(map(stem, files)))
+        order = networks_in_order()
+        if len(files) > 1 and files == order[:len(files)]:
+            first = "" if len(files) == len(order) else "first "
+            what = ("the default" if files == default else set_name(files), f"mean of the {first}"
+                    f"{in_words(len(files))} below")
+        elif len(files) > 1:
+            what = (set_name(files), "mean of " + ", ".join(map(stem, files)))
         else:
             what = (stem(files[0]), described(trained_model(files[0])[1]))
         size = sum((WEIGHTS / n).stat().st_size for n in files)
@@ -617,7 +636,8 @@ def hw2_values(r: dict) -> dict[str, str]:
                               f"{pct(a['mean'])} ± {100 * a['std']:.2f}", pct(a["ensemble"])]
                              for arm, a in arms.items()]),
         **long_sentences(arms),
-        "default_held": pct(held["clean"]), "default_public": pct(public["accuracy"]), "n_members": len(default),
+        "default_held": pct(held["clean"]), "default_public": pct(public["accuracy"]),
+        "n_members": in_words(len(default)),
         "best_member": stem(single), "best_member_held": pct(released["models"][single]["clean"]),
         "best_member_public": pct(r["test"]["models"][single]["accuracy"]),
         "member_gain": f"{100 * (held['clean'] - released['models'][single]['clean']):.1f}",
@@ -654,15 +674,27 @@ def classification_report(scores: dict) -> str:
     return table(["class", "precision", "recall", "F1", "support"], rows)
 
 
-def layout(config: dict) -> str:
-    """A VGG's or ResNet's shape in a few words: its stages, widths and hidden layer."""
-    widths = "-".join(map(str, config["channels"]))
+def stage_words(config: dict) -> str:
+    """What one stage of a VGG or ResNet holds, in words."""
     if config["arch"] == "resnet":
         blocks = config.get("blocks_per_stage", 1)
-        stage = f"conv, pool, {blocks} residual block{'s' if blocks > 1 else ''}"
-    else:
-        stage = f"{config['convs_per_stage']} convs, pool"
-    return f"{len(config['channels'])} × ({stage}), widths {widths}; hidden {config['hidden']}"
+        return f"a ResNet stage holds {in_words(blocks)} residual block{'s' * (blocks > 1)}"
+    convs = config["convs_per_stage"]
+    return f"a VGG stage holds {in_words(convs)} convolution{'s' * (convs > 1)}"
+
+
+def shape_sentence(names: list[str]) -> str:
+    """The networks' stages, widths and hidden layer: once where they share them, else per network."""
+    configs = {n: trained_model(n)[1] for n in names}
+    shapes = {(tuple(c["channels"]), c["hidden"]) for c in configs.values()}
+    stages = listed(list(dict.fromkeys(stage_words(c) for c in configs.values())))
+    if len(shapes) == 1:
+        channels, hidden = shapes.pop()
+        return (f"All {in_words(len(names))} have {in_words(len(channels))} stages of widths "
+                f"{'-'.join(map(str, channels))} and a {hidden}-unit hidden layer; {stages}.")
+    each = [f"{stem(n)} has widths {'-'.join(map(str, c['channels']))} and a {c['hidden']}-unit hidden layer"
+            for n, c in configs.items()]
+    return capitalized("; ".join(each)) + f"; {stages}."
 
 
 def members_table(r: dict, names: list[str]) -> str:
@@ -670,11 +702,10 @@ def members_table(r: dict, names: list[str]) -> str:
     runs, rows = r["runs"], []
     for n in names:
         model, config = trained_model(n)
-        rows.append([stem(n), described(config), layout(config), f"{count_parameters(model):,}",
+        rows.append([stem(n), described(config), f"{count_parameters(model):,}",
                      f"{runs[n]['epochs_run']} ({runs[n]['best_epoch']})", pct(r["released"]["models"][n]["clean"]),
                      pct(r["test"]["models"][n]["accuracy"])])
-    return table(["network", "family, input", "stages", "parameters", "epochs (kept)", "held-out", "Kaggle public"],
-                 rows)
+    return table(["network", "family, input", "parameters", "epochs (kept)", "held-out", "Kaggle public"], rows)
 
 
 def shared_setting(runs: dict, names: list[str], setting: str) -> float:
@@ -684,6 +715,21 @@ def shared_setting(runs: dict, names: list[str], setting: str) -> float:
         raise SystemExit(f"make_report: the default's networks differ in {setting} ({sorted(values)}): the DLSS text "
                          "gives one value")
     return values.pop()
+
+
+def loss_sentence(runs: dict, names: list[str]) -> str:
+    """How the training loss (augmented faces, label-smoothed) stands to the held-out loss: above it throughout,
+    or falling below it from some epoch in some runs."""
+    crossed = {n: next((e["epoch"] for e in runs[n]["history"] if e["train_loss"] < e["val_loss"]), None)
+               for n in names}
+    crossed = {n: e for n, e in crossed.items() if e is not None}
+    if not crossed:
+        return ("the training loss stays above the held-out loss throughout, because the training faces are "
+                "augmented and the loss is label-smoothed")
+    return ("the training loss, on augmented faces and label-smoothed, starts above the held-out loss, but falls "
+            f"below it in {listed([f'{stem(n)} from epoch {e}' for n, e in crossed.items()])}: "
+            f"{'that network comes' if len(crossed) == 1 else 'those networks come'} to fit the training faces more "
+            "closely than the held-out ones")
 
 
 def map_model(names: list[str]) -> str:
@@ -709,11 +755,13 @@ def dlss_values(r: dict) -> dict[str, str]:
         "n_val": f"{held['n_val']:,}", "n_faces": f"{counts.sum():,}",
         "n_copies": f"{counts.sum() - facts['n_distinct']:,}", "disgust_count": f"{counts[1]:,}",
         "happy_count": f"{counts[3]:,}", "test_set": r["test"]["set"], "n_test": f"{r['test']['n']:,}",
-        "n_members": len(default), "members_table": members_table(r, default),
+        "n_members": in_words(len(default)), "members_table": members_table(r, default),
         "settings": settings_table(runs, default),
-        "commands": "\n\n".join(f"# {stem(n)}\n{train_command(runs[n])}" for n in default),
+        "commands": "\n".join(f"# {stem(n)}\n{train_command(runs[n])}" for n in default),
+        "shape_sentence": shape_sentence(default),
         **{k: f"{shared_setting(runs, default, k):g}" for k in ("rotate", "erase")},
         **{k: f"{shared_setting(runs, default, k):.0%}" for k in ("shift", "scale")},
+        "loss_sentence": loss_sentence(runs, default),
         "released_best_epochs": listed([f"{runs[n]['best_epoch']} of {runs[n]['epochs_run']}" for n in default]),
         "epoch_range": f"{epochs[0]} to {epochs[-1]}" if len(epochs) > 1 else str(epochs[0]),
         "test_acc": pct(public["accuracy"]), "test_macro_f1": f"{public['macro_f1']:.3f}",
@@ -832,6 +880,17 @@ def weight_bits(path: Path) -> tuple[str, str]:
     return bits(False), bits(True)
 
 
+def ensemble_words(names: list[str]) -> str:
+    """An ensemble's networks by input, e.g. "a ResNet and a VGG on whole 48-px faces; a VGG on 40-px crops"."""
+    by_input: dict[str, list[str]] = {}
+    for n in names:
+        config = trained_model(n)[1]
+        side = config.get("side", 48)
+        by_input.setdefault("whole 48-px faces" if side == 48 else f"{side}-px crops", []).append(
+            f"a {FAMILIES[config['arch']]}")
+    return "; ".join(f"{listed(families)} on {where}" for where, families in by_input.items())
+
+
 def speed_comparison(facts: dict, compact: list[str], original: list[str]) -> str:
     """The compact model's and the original's logged wall times and their ratio, or that they are pending."""
     c, o = speed(facts, compact), speed(facts, original)
@@ -858,12 +917,11 @@ def hw8_values(r: dict) -> dict[str, str]:
     original_params = sum(count_parameters(trained_model(n)[0]) for n in original)
     compact_bytes = (WEIGHTS / COMPACT).stat().st_size
     bits, small_bits = weight_bits(WEIGHTS / COMPACT)
-    families = [described(trained_model(n)[1]) for n in original]
     split = SPLIT_NAME[compact_held["split"]]
     return {
         "compact_bytes": f"{compact_bytes:,}", "original_name": set_name(original),
         "original_files": ", ".join(f"`{n}`" for n in original),
-        "original_what": listed([f"{families.count(d)} × {d}" for d in dict.fromkeys(families)]),
+        "original_what": ensemble_words(original),
         "original_bytes": f"{original_bytes:,}", "size_ratio": f"{original_bytes / compact_bytes:.0f}",
         "folder_bytes": f"{facts['handin_hw8']['bytes']:,}", "folder_log": f"`{facts['handin_hw8']['log']}`",
         "n_val_clean": f"{compact_held['n_clean']:,}", "n_val": f"{compact_held['n_val']:,}",
