@@ -218,8 +218,7 @@ def plot_activations(model: nn.Module, images: np.ndarray, labels: np.ndarray, p
     save(fig, path)
 
 
-SWEEP_STYLE = {"mobilenet": ("s", "tab:orange", "MobileNet-style network", "lower right"),
-               "vgg": ("o", "tab:blue", "plain CNN (VGG)", "upper left")}  # marker, colour, title, legend's corner
+SWEEP_STYLE = {"mobilenet": ("s", "tab:orange", "MobileNet-style network"), "vgg": ("o", "tab:blue", "plain CNN (VGG)")}
 
 
 def plot_size_sweep(sweep: list[dict], compact: dict, path: Path) -> None:
@@ -229,7 +228,7 @@ def plot_size_sweep(sweep: list[dict], compact: dict, path: Path) -> None:
     values = [m["params"] for m in sweep] + [compact["params"]]
     accs = [100 * m["int8_val_acc_tta"] for m in sweep] + [100 * compact["val_acc_tta"]]
     ticks = [t for t in (1e4, 2e4, 5e4, 1e5, 2e5, 5e5) if min(values) / 1.5 <= t <= max(values) * 1.5]
-    for ax, (arch, (marker, color, name, corner)) in zip(axes, SWEEP_STYLE.items(), strict=True):
+    for ax, (arch, (marker, color, name)) in zip(axes, SWEEP_STYLE.items(), strict=True):
         points = [m for m in sweep if m["arch"] == arch]
         ax.scatter([m["params"] for m in points], [100 * m["int8_val_acc_tta"] for m in points], marker=marker,
                    color=color, s=22, label="short schedule (10 epochs)")
@@ -238,10 +237,10 @@ def plot_size_sweep(sweep: list[dict], compact: dict, path: Path) -> None:
                         xytext=(0, 6 if i % 2 else -11), textcoords="offset points")
         if arch == compact["arch"]:
             ax.scatter(compact["params"], 100 * compact["val_acc_tta"], marker="*", color="tab:red", s=70,
-                       label=f"{compact['name']} (shipped: distilled, longer)")
+                       label=f"{compact['name']} (distilled, longer)")
         ax.set(xscale="log", xlabel="parameters", title=name, xlim=(min(values) / 1.6, max(values) * 1.6))
         ax.set_xticks(ticks, [f"{t / 1000:.0f}k" for t in ticks])  # 1-2-5 steps: a log axis one can read off
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.legend(frameon=False, loc=corner)
+        ax.legend(frameon=False, loc="upper left")
     axes[0].set(ylabel="held-out accuracy (%)", ylim=(min(accs) - 2.5, max(accs) + 1.5))  # room for the labels
     save(fig, path)

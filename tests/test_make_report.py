@@ -91,8 +91,8 @@ def synthetic_results(tmp_path: Path) -> tuple[Path, Path, Path]:
         "models": models, "sets": {collect.key(s): {**grouped, "clean": 0.6 + 0.01 * len(s)} for s in sets}}))
     rows = [{"model": collect.DEFAULT_ROWS, "decision": d, "faces": "grouped split",
              **collect.per_class_scores(labels, probs.argmax(1))} for d in ("arg-max", "logit-adjusted (tau = 1)")]
-    rows += [{"model": "vgg16", "decision": "arg-max", "faces": "whole split",
-              **collect.per_class_scores(labels, probs.argmin(1))}]
+    rows += [{"model": model, "decision": "arg-max", "faces": "whole split",
+              **collect.per_class_scores(labels, probs.argmin(1))} for model in ("vgg16", "vgg16, class-weighted loss")]
     (results / "imbalance.json").write_text(json.dumps({"prior": [1 / 7] * 7, "rows": rows}))
     sweep = [{"name": f"{arch}{c}", "arch": arch, "channels": [c], "params": 1000 * c, "checkpoint_bytes": 4000 * c,
               "int8_bytes": 1100 * c, "val_acc_tta": 0.5 + c / 100, "int8_val_acc_tta": 0.5 + c / 100, "schedule": "short"}
@@ -284,7 +284,10 @@ def test_a_speed_log_gives_each_option_its_models_and_figures() -> None:
     assert runs[0]["options"]["compact"]["models"] == [collect.COMPACT] and runs[0]["options"]["reference"]["identical"]
     facts = {"speed": [{**run, "committed": 1} for run in runs]}
     text = make_report.wall_sentence(facts, collect.default_models())
-    assert "123.4 s" in text and "21 % of the 10 minutes" in text and "401.0 s, 67 %" in text
+    assert "it took 123.4 s" in text and "21 % of the 10 minutes" in text and "it took 401.0 s" in text
+    assert "67 % of the 10 minutes" in text
+    slow_only = make_report.wall_sentence({"speed": facts["speed"][1:]}, collect.default_models())
+    assert "full instruction set is pending" in slow_only and "it took 401.0 s" in slow_only
 
 
 def test_without_a_speed_log_the_wall_times_are_pending_not_invented() -> None:
