@@ -15,8 +15,8 @@ import pandas as pd
 from bench.test_score import read_labels
 from compact_int8 import read_compact, write_compact
 from dataset import CLASS_NAMES, Faces, read_faces, recorded_split
-from model import count_parameters
-from predict import RELEASED_COMPACT, chosen_models, parse_args, predict_proba
+from model import build_model, count_parameters
+from predict import chosen_models, parse_args, predict_proba, released
 from quantized import load_model
 from report import experiments
 from tools.quantize import quantize
@@ -25,20 +25,23 @@ from utils import atomic_write
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights"
 K = len(CLASS_NAMES)
-SPLIT = {"method": "stratified", "val_fraction": 0.1, "seed": 0}  # the row split of the released pair and short runs
-PAIR = ["vgg_cpu_s0.q8", "vgg_cpu_s1.q8"]  # the DLSS report's CNN, two seeds of one command, and HW8's original
-# the compact model's runs: 40 distilled epochs, 8 more from there at a lower rate, and the shipped 80-epoch run
-COMPACT_RUNS = {"compact_40ep": ROOT / "runs" / "compact" / "mobilenet",
-                "compact_40ep_ft": ROOT / "runs" / "compact_ft" / "mobilenet",
-                "compact": ROOT / "runs" / "compact80" / "mobilenet"}
-COMPACT_SCHEDULE = "--preset compact: 80 epochs, distilled from the released pair"
+SPLIT = {"method": "stratified", "val_fraction": 0.1, "seed": 0}  # the row split of the compact model and short runs
+COMPACT = Path(released("compact")[0]).name  # the HW8 model
 SWEEP = ["vgg4", "vgg6", "vgg8", "vgg12", "vgg16", "mobilenet8", "mobilenet16", "mobilenet24",
          "mobilenet32"]  # the size sweep: both families, their parameter ranges overlapping
-SPEED_COMMAND = re.compile(r"^\$ python bench/speed\.py((?: --model \S+| --best)*)\s*(?:#.*)?$")
-SPEED_LINE = re.compile(r"^predict \S+ \((.+?), (\w+) views\), wall incl\. start-up: median ([\d.]+) s", re.MULTILINE)
-LEGACY_DEFAULT = {"released weights": PAIR}  # what bench/speed.py printed for the default before it named the files
-HANDIN_LOG = ROOT / "runs" / "handin_hw8.log"  # tools/handin.py hw8 and `du -sb` of the folder it writes
-MLP_TRIALS = ROOT / "runs" / "mlp_recipe"  # the MLP recipe's 15-epoch trials
+SPEED_LOGS = ROOT / "runs" / "speed"  # python -m bench.speed's logs, each opening with its `$ command`
+SPEED_COMMAND = re.compile(r"^\$ (?P<env>(?:\w+=\S+ +)*)\S*python3? -m bench\.speed\b(?P<args>[^#\n]*)", re.MULTILINE)
+SPEED_HEADER = re.compile(r"^torch (?P<torch>\S+), (?P<threads>\d+) threads, python (?P<python>\S+); (?P<cpu>.+)$",
+                          re.MULTILINE)
+SPEED_FILES = re.compile(r"^reference: (?P<reference>[^;]+); default: (?P<default>[^;]+); fast: (?P<fast>[^;]+);",
+                         re.MULTILINE)
+SPEED_LINE = re.compile(r"^(?P<option>\w+) +(?P<seconds>[\d.]+) s +(?P<ratio>[\d.]+)x the reference +\(min "
+                        r"(?P<min>[\d.]+), max (?P<max>[\d.]+), n=(?P<n>\d+); byte-identical: (?P<same>True|False)\)",
+                        re.MULTILINE)
+HANDIN_LOG = ROOT / "runs" / "handin" / "hw8.log"  # tools/handin.py hw8 and `du -sb` of the folder it writes
+BITS_JSON = ROOT / "runs" / "compact" / "bits.json"  # the compact model at each bit width, the int8 file first
+INT8_SOURCE = "compact_int8.q8"  # bits.json's name of the int8 file the k-bit one was written from
+MLP_TRIALS = ROOT / "research" / "mlp_recipe"  # the MLP recipe's 15-epoch trials
 EXAMPLES = 6  # test faces kept per common confusion, for the figure
 
 
@@ -47,16 +50,26 @@ def write_json(obj: object, path: Path) -> None:
         json.dump(obj, f, indent=1)
 
 
+def chosen(*flags: str) -> list[str]:
+    """The file names of the models hw2_test.sh uses with these flags, as predict.py chooses them."""
+    return [Path(m).name for m in chosen_models(parse_args(["test.csv", "pred.csv", *flags]))]
+
+
 def default_models() -> list[str]:
-    """The file names of the models hw2_test.sh uses without flags, as predict.py chooses them."""
-    return [Path(m).name for m in chosen_models(parse_args(["test.csv", "pred.csv"]))]
+    """What hw2_test.sh uses without flags."""
+    return chosen()
+
+
+def fast_models() -> list[str]:
+    """What hw2_test.sh --fast uses."""
+    return chosen("--fast")
 
 
 def released_networks() -> list[str]:
-    """Every released network of weights/MANIFEST but the compact model: what --best averages."""
+    """Every released network of weights/MANIFEST but the compact model."""
     names = [line.split()[0] for line in (WEIGHTS / "MANIFEST").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
-    return [n for n in names if n != Path(RELEASED_COMPACT).name]
+    return [n for n in names if n != COMPACT]
 
 
 def key(names: list[str]) -> str:
@@ -65,10 +78,10 @@ def key(names: list[str]) -> str:
 
 
 def model_sets() -> list[list[str]]:
-    """The ensembles the reports score: the default, every released network, and the pair."""
+    """The ensembles the reports score: the default, --fast, and every released network where that differs."""
     sets = []
-    for names in (default_models(), released_networks(), PAIR):
-        if names not in sets:
+    for names in (default_models(), fast_models(), released_networks()):
+        if sorted(names) not in map(sorted, sets):
             sets.append(names)
     return sets
 
@@ -119,15 +132,12 @@ def history_of(model_file: Path, found: dict[Path, dict]) -> Path:
 
 
 def collect_runs(results: Path) -> None:
-    """results/runs.json: a summary of the runs the reports draw: the released networks' (by file name), the
-    report's experiments, the compact model's runs, and the MLP trials."""
+    """results/runs.json: a summary of the runs the reports draw: the released networks' (by file name) and the
+    report's experiments."""
     found = histories()
-    runs = {name: summarize_history(history_of(WEIGHTS / name, found))
-            for name in [*released_networks(), Path(RELEASED_COMPACT).name]}
+    runs = {name: summarize_history(history_of(WEIGHTS / name, found)) for name in [*released_networks(), COMPACT]}
     runs |= {name: summarize_history(experiments.RUNS / f"{name}.json") for name in experiments.EXPERIMENTS
              if experiments.finished(name)}
-    runs |= {name: summarize_history(base.with_suffix(".json")) for name, base in COMPACT_RUNS.items()
-             if experiments.finished(base.name, base.parent)}
     write_json({"runs": runs}, results / "runs.json")
 
 
@@ -156,6 +166,7 @@ class HeldOut:
     use the model."""
 
     def __init__(self, faces: Faces, groups: np.ndarray, split: dict = SPLIT):
+        self.method = split["method"]
         train_idx, self.rows = recorded_split(faces, split)
         self.images, self.labels = faces.images[self.rows], faces.labels[self.rows].numpy()
         self.clean = ~np.isin(groups[self.rows], groups[train_idx])  # no copy of the face in the training part
@@ -183,46 +194,43 @@ def split_of(name: str) -> dict:
     return load_model(WEIGHTS / name)[1]["split"]
 
 
-def collect_released(faces: Faces, groups: np.ndarray, results: Path) -> HeldOut:
-    """results/released.json: each released model on the duplicate-free part of its own split, each scored set
-    of models where its members share a split (else None), and the pair on its whole split and on the held-out
-    faces with a copy in training; results/heldout_best.csv: the pair's probabilities per held-out face. Returns
-    the pair's held-out faces, its probabilities kept."""
+def scored(h: HeldOut, paths: list[Path]) -> dict:
+    """A model's (or an ensemble's) held-out accuracy on the whole split, on its faces without a copy in the
+    training part and on those with one (None where there are none)."""
+    right = h.right(*paths)
+    copies = right[~h.clean]
+    return {"split": h.method, "n_val": len(right), "n_clean": int(h.clean.sum()), "all": float(right.mean()),
+            "clean": float(right[h.clean].mean()), "copies": float(copies.mean()) if len(copies) else None}
+
+
+def collect_released(faces: Faces, groups: np.ndarray, results: Path) -> tuple[HeldOut, HeldOut]:
+    """results/released.json: each released model on its own split, and each scored set of models on the split its
+    members share (None where they differ); results/heldout_default.csv: the default's probabilities per held-out
+    face. Returns the default's held-out faces (its probabilities kept) and those of the row split (SPLIT)."""
     splits: dict[str, HeldOut] = {}
 
-    def held(names: list[str]) -> HeldOut | None:
-        found = {json.dumps(split_of(n), sort_keys=True) for n in names}
-        if len(found) != 1:
-            return None
-        s = found.pop()
+    def held(split: dict) -> HeldOut:
+        s = json.dumps(split, sort_keys=True)
         if s not in splits:
-            splits[s] = HeldOut(faces, groups, json.loads(s))
+            splits[s] = HeldOut(faces, groups, split)
         return splits[s]
 
-    models = {}
-    for name in [*released_networks(), Path(RELEASED_COMPACT).name]:
-        h = held([name])
-        models[name] = {"split": split_of(name)["method"], "n_clean": int(h.clean.sum()),
-                        "clean": h.accuracy(WEIGHTS / name, clean=True), "all": h.accuracy(WEIGHTS / name)}
+    models = {name: scored(held(split_of(name)), [WEIGHTS / name]) for name in [*released_networks(), COMPACT]}
     sets = {}
     for names in model_sets():
-        h = held(names)
-        paths = [WEIGHTS / n for n in names]
-        sets[key(names)] = None if h is None else {"split": split_of(names[0])["method"], "n_clean": int(h.clean.sum()),
-                                                   "clean": h.accuracy(*paths, clean=True), "all": h.accuracy(*paths)}
-    pair = held(PAIR)
-    paths = [WEIGHTS / n for n in PAIR]
-    right = pair.right(*paths)
-    write_json({"n_val": len(pair.rows), "n_val_clean": int(pair.clean.sum()),
-                "pair": {"all": float(right.mean()), "clean": float(right[pair.clean].mean()),
-                         "copies": float(right[~pair.clean].mean())},
-                "models": models, "sets": sets}, results / "released.json")
-    with atomic_write(results / "heldout_best.csv", "w") as f:
+        found = {json.dumps(split_of(n), sort_keys=True) for n in names}
+        sets[key(names)] = scored(held(json.loads(found.pop())), [WEIGHTS / n for n in names]) if len(found) == 1 \
+            else None
+    write_json({"models": models, "sets": sets}, results / "released.json")
+    default = default_models()
+    h = held(split_of(default[0]))
+    paths = [WEIGHTS / n for n in default]
+    with atomic_write(results / "heldout_default.csv", "w") as f:
         w = csv.writer(f)
         w.writerow(["row", "label", "copy_in_train", *[f"p_{c}" for c in CLASS_NAMES]])
         w.writerows([r, y, int(not c), *np.round(p, 5)] for r, y, c, p in
-                    zip(pair.rows.tolist(), pair.labels.tolist(), pair.clean, pair.probs(*paths), strict=True))
-    return pair
+                    zip(h.rows.tolist(), h.labels.tolist(), h.clean, h.probs(*paths), strict=True))
+    return h, held(SPLIT)
 
 
 # ---------------------------------------------------------------- the test set
@@ -263,7 +271,7 @@ def collect_test(test_path: Path, labels_path: Path, results: Path) -> None:
     models are chosen: nothing is selected on these labels."""
     images, labels, ids, description = test_set(test_path, labels_path)
     probs = {name: predict_proba(load_model(WEIGHTS / name)[0], images).numpy()
-             for name in [*released_networks(), Path(RELEASED_COMPACT).name]}
+             for name in [*released_networks(), COMPACT]}
     sets = {}
     for names in model_sets():
         predicted = np.mean([probs[n] for n in names], axis=0).argmax(1)
@@ -299,24 +307,25 @@ def compact_sweep_entry(name: str, checkpoint: Path, held: HeldOut, tmp: Path) -
             "params": count_parameters(model), "checkpoint_bytes": checkpoint.stat().st_size,
             "int8_bytes": int8_bytes, "val_acc_tta": held.accuracy(checkpoint), "int8_val_acc_tta": int8_acc,
             "val_acc_tta_clean": held.accuracy(checkpoint, clean=True), "int8_val_acc_tta_clean": int8_clean,
-            "schedule": COMPACT_SCHEDULE if name == "compact" else " ".join(experiments.SHORT)}
+            "schedule": " ".join(experiments.SHORT)}
 
 
 def collect_sweep(held: HeldOut, path: Path) -> None:
-    """path: the size sweep's models, each entry kept as recorded where its checkpoint is gone."""
+    """path: the size sweep's models on the row split (each entry kept as recorded where its checkpoint is gone),
+    and the shipped compact model on the same split, for reference."""
     recorded = {m["name"]: m for m in json.loads(path.read_text())["models"]} if path.exists() else {}
-    checkpoints = {name: experiments.RUNS / f"{name}.pt" for name in SWEEP if experiments.finished(name)}
-    compact = COMPACT_RUNS["compact"]
-    if experiments.finished(compact.name, compact.parent):
-        checkpoints["compact"] = compact.with_suffix(".pt")
     sweep = []
-    for name, checkpoint in checkpoints.items():
+    for name in (n for n in SWEEP if experiments.finished(n)):
+        checkpoint = experiments.RUNS / f"{name}.pt"
         if checkpoint.exists():
             sweep.append(compact_sweep_entry(name, checkpoint, held, path.parent / ".sweep.q8"))
         elif name in recorded:
             print(f"kept the sweep's {name}: {checkpoint} missing")
             sweep.append(recorded[name])
-    write_json({"split": SPLIT, "models": sweep}, path)
+    config = load_model(WEIGHTS / COMPACT)[1]["config"]
+    compact = {"name": COMPACT, "arch": config["arch"], "params": count_parameters(build_model(config)),  # as trained
+               "bytes": (WEIGHTS / COMPACT).stat().st_size, "val_acc_tta": held.accuracy(WEIGHTS / COMPACT)}
+    write_json({"split": SPLIT, "models": sweep, "compact": compact}, path)
 
 
 def decision_rows(model: str, labels: np.ndarray, probs: np.ndarray, prior: np.ndarray, faces: str) -> list[dict]:
@@ -328,23 +337,28 @@ def decision_rows(model: str, labels: np.ndarray, probs: np.ndarray, prior: np.n
     return rows
 
 
-def collect_imbalance(held: HeldOut, path: Path) -> None:
-    """path: the decision rules for the pair and the base short run with and without a class-weighted loss, on
-    the duplicate-free part; a short run whose checkpoint is gone keeps its recorded rows."""
+DEFAULT_ROWS = "the default"  # the imbalance rows' name of the default ensemble
+
+
+def collect_imbalance(default: HeldOut, rows_split: HeldOut, path: Path) -> None:
+    """path: the decision rules for the default ensemble on its own split, whose held-out faces have no copy in its
+    training part, and for the base short run with and without a class-weighted loss on the row split's
+    duplicate-free part; a short run whose checkpoint is gone keeps its recorded rows."""
     kept = json.loads(path.read_text())["rows"] if path.exists() else []
-    pair = held.probs(*[WEIGHTS / n for n in PAIR])
-    rows = decision_rows("released pair", held.labels[held.clean], pair[held.clean], held.prior,
-                         "duplicate-free part")
+    probs = default.probs(*[WEIGHTS / n for n in default_models()])
+    rows = decision_rows(DEFAULT_ROWS, default.labels[default.clean], probs[default.clean], default.prior,
+                         f"{default.method} split")
     for run, label in ((experiments.BASE, experiments.BASE),
                        (f"{experiments.BASE}_class_weighted", f"{experiments.BASE}, class-weighted loss")):
         checkpoint = experiments.RUNS / f"{run}.pt"
         if checkpoint.exists():
-            probs = held.probs(checkpoint)[held.clean]
-            rows += decision_rows(label, held.labels[held.clean], probs, held.prior, "duplicate-free part")
+            probs = rows_split.probs(checkpoint)[rows_split.clean]
+            rows += decision_rows(label, rows_split.labels[rows_split.clean], probs, rows_split.prior,
+                                  "duplicate-free part")
         else:
             print(f"kept the decision rows of {label}: {checkpoint} missing")
-            rows += [{"faces": "whole split", **r} for r in kept if r["model"] == label]
-    write_json({"prior": held.prior.tolist(), "rows": rows}, path)
+            rows += [r for r in kept if r["model"] == label]
+    write_json({"prior": default.prior.tolist(), "rows": rows}, path)
 
 
 def collect_long(faces: Faces, groups: np.ndarray, path: Path) -> None:
@@ -381,28 +395,36 @@ def commit_time(path: Path) -> int:
     return int(out) if out else 0
 
 
-def speed_logs() -> list[dict]:
-    """Every bench/speed.py log of plain hw2_test.sh runs (no --tree, --python or --tta): its models (file
-    names), wall seconds (median, start-up included), Python and torch, and when it was committed."""
-    logs = []
-    for log in sorted((ROOT / "runs").rglob("speed*.log")):
-        text = log.read_text()
-        command = SPEED_COMMAND.match(text.splitlines()[0]) if text else None
-        line = SPEED_LINE.search(text)
-        if not command or not line or line[2] != "flip":
+def speed_runs(text: str, log: str) -> list[dict]:
+    """Each `python -m bench.speed` run a log holds: its command, the ISA it was held to (ONEDNN_MAX_CPU_ISA, or
+    None), torch, Python and CPU, and per option its models (file names, from the run's own header line), the
+    median, min and max wall seconds (start-up included), the ratio to the reference, the number of repeats and
+    whether every repeat wrote the same bytes. A run with no figures yet is skipped."""
+    runs = []
+    commands = list(SPEED_COMMAND.finditer(text))
+    for m, after in zip(commands, [*commands[1:], None], strict=True):
+        block = text[m.start():after.start() if after else len(text)]
+        header, files = SPEED_HEADER.search(block), SPEED_FILES.search(block)
+        lines = list(SPEED_LINE.finditer(block))
+        if not (header and files and lines):
             continue
-        what = line[1]
-        if what in LEGACY_DEFAULT:
-            models = LEGACY_DEFAULT[what]
-        elif what.startswith("--best"):
-            models = released_networks()
-        else:
-            models = [Path(m).name for m in what.split(", ")]
-        versions = re.search(r"^torch (\S+), \d+ threads, python (\S+);", text, re.MULTILINE)
-        logs.append({"log": str(log.relative_to(ROOT)), "command": command[0].split("#")[0].strip(),
-                     "models": models, "seconds": float(line[3]), "torch": versions[1], "python": versions[2],
-                     "committed": commit_time(log)})
-    return logs
+        models = {name: [n.strip() for n in files[name].split(",")] for name in ("reference", "default", "fast")}
+        models["compact"] = [COMPACT]
+        isa = re.search(r"ONEDNN_MAX_CPU_ISA=(\w+)", m["env"])
+        runs.append({"log": log, "command": m[0].removeprefix("$ ").strip(), "isa": isa[1] if isa else None,
+                     "torch": header["torch"], "python": header["python"], "threads": int(header["threads"]),
+                     "cpu": header["cpu"], "options": {
+                         line["option"]: {"models": models.get(line["option"]), "seconds": float(line["seconds"]),
+                                          "ratio": float(line["ratio"]), "min": float(line["min"]),
+                                          "max": float(line["max"]), "n": int(line["n"]),
+                                          "identical": line["same"] == "True"} for line in lines}})
+    return runs
+
+
+def speed_logs() -> list[dict]:
+    """Every bench.speed run in runs/speed/, with when its log was committed (0: not yet)."""
+    return [{**run, "committed": commit_time(log)} for log in sorted(SPEED_LOGS.glob("*.log"))
+            for run in speed_runs(log.read_text(), str(log.relative_to(ROOT)))]
 
 
 def handin_size() -> dict:
@@ -411,28 +433,33 @@ def handin_size() -> dict:
     return {"bytes": int(sizes[-1]), "log": str(HANDIN_LOG.relative_to(ROOT))}
 
 
+def int8_source() -> dict:
+    """The held-out accuracy (flip TTA, row split) of the int8 file the k-bit compact model was written from."""
+    entry = next(m for m in json.loads(BITS_JSON.read_text())["models"] if Path(m["model"]).name == INT8_SOURCE)
+    return {"all": entry["val_acc_tta"], "clean": entry["val_acc_tta_clean"], "log": str(BITS_JSON.relative_to(ROOT))}
+
+
 def collect_facts(faces: Faces, groups: np.ndarray, results: Path) -> None:
-    """results/facts.json: what the text needs besides the runs: class counts, duplicates, the speed logs, the HW8
-    folder's size and the MLP trials (no run checkpoints needed)."""
-    train_idx, _ = recorded_split(faces, SPLIT)
+    """results/facts.json: what the text needs besides the runs and the scores: class counts, duplicates, the
+    speed logs, the HW8 folder's size, the compact model's int8 source and the MLP trials (no model is run)."""
     trials = {}
     for history in sorted(MLP_TRIALS.glob("*.json")):
         h = json.loads(history.read_text())
         trials[history.stem] = {"no_augment": h["args"]["no_augment"], "lr": h["args"]["lr"],
                                 "epochs": h["epoch"], "val_acc": h["best_val_acc"]}
     write_json({"counts": np.bincount(faces.labels.numpy(), minlength=K).tolist(),
-                "n_distinct": int(groups.max() + 1), "n_train": len(train_idx), "speed": speed_logs(),
-                "handin_hw8": handin_size(), "mlp_trials": trials}, results / "facts.json")
+                "n_distinct": int(groups.max() + 1), "speed": speed_logs(), "handin_hw8": handin_size(),
+                "int8_source": int8_source(), "mlp_trials": trials}, results / "facts.json")
 
 
 def collect(faces: Faces, groups: np.ndarray, results: Path, test: Path, test_labels: Path) -> None:
     """Every results file, from runs/, the released models, the logs, the training faces and the test set."""
     results.mkdir(parents=True, exist_ok=True)
     collect_runs(results)
-    held = collect_released(faces, groups, results)
-    collect_ensembles(held, results / "ensembles.json")
+    default, rows_split = collect_released(faces, groups, results)
+    collect_ensembles(rows_split, results / "ensembles.json")
     collect_long(faces, groups, results / "long.json")
-    collect_imbalance(held, results / "imbalance.json")
-    collect_sweep(held, results / "compact_sweep.json")
+    collect_imbalance(default, rows_split, results / "imbalance.json")
+    collect_sweep(rows_split, results / "compact_sweep.json")
     collect_facts(faces, groups, results)
     collect_test(test, test_labels, results)

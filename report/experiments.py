@@ -5,7 +5,7 @@
 Each run is `python train.py <train.csv> --out runs/report/<name>.pt` plus the flags below; runs whose
 history (runs/report/<name>.json) is already finished are skipped, so the queue can be restarted.
 Two schedules, to fit the 2-core CPU machine: the sweep and the first ablations share a short one
-(SHORT) on the row split of the released models; the ablations that short runs cannot judge
+(SHORT) on the row split (the compact model's); the ablations that short runs cannot judge
 (augmentation, early stopping, ensembles) run again on a longer one (LONG), three seeds per arm, on
 the duplicate-free split. Two queues can share the machine: `OMP_NUM_THREADS=1 ... --only A B` and
 `... --only C D`.
@@ -21,7 +21,7 @@ from model import build_model, count_parameters, matched_mlp_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "report"
-# the sweep's and the first ablations' schedule and split: the row-stratified split of the released models
+# the sweep's and the first ablations' schedule and split: the row-stratified split of the compact model
 SHORT = ["--preset", "cpu", "--crop", "0", "--epochs", "10", "--split-method", "stratified"]  # whole faces, as they ran
 # the longer ablations: 2.4 times the short schedule, on the split that keeps copies of a face together;
 # no early stop, so that the last epoch is there to compare with the best (what early stopping keeps)

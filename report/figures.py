@@ -98,18 +98,19 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, path: Path, per_class: 
 
 
 def plot_curves(runs: dict[str, dict], path: Path) -> None:
-    """Loss and accuracy per epoch, training (dashed) and held-out (solid); o marks the kept epoch."""
+    """Loss and accuracy per epoch, training (dashed) and held-out (solid), a colour per run; o marks the kept
+    epoch."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(FULL, 2.8))
     for (name, run), color in zip(runs.items(), plt.get_cmap("Dark2").colors, strict=False):
         epochs = [e["epoch"] for e in run["history"]]
+        plain = " (training faces not augmented)" if run["args"].get("no_augment") else ""
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            augmented = "" if run["args"].get("no_augment") else ", augmented"
-            ax.plot(epochs, [e[f"train_{key}"] for e in run["history"]], "--", color=color, lw=1,
-                    label=f"{name} train{augmented}")
-            ax.plot(epochs, [e[f"val_{key}"] for e in run["history"]], "-", color=color, lw=1,
-                    label=f"{name} held-out")
+            ax.plot(epochs, [e[f"train_{key}"] for e in run["history"]], "--", color=color, lw=1)
+            ax.plot(epochs, [e[f"val_{key}"] for e in run["history"]], "-", color=color, lw=1, label=name + plain)
             best = run["history"][run["best_epoch"] - 1]
             ax.plot(best["epoch"], best[f"val_{key}"], "o", color=color, markersize=5, mfc="none", mew=1.2)
+    for style, what in (("--", "training"), ("-", "held-out")):  # the line styles' key, in the legend
+        ax_loss.plot([], [], style, color="grey", lw=1, label=what)
     ax_loss.set(title="Loss (training: augmented, label-smoothed)", xlabel="epoch", ylabel="cross-entropy")
     ax_acc.set(title="Accuracy (o: the epoch kept)", xlabel="epoch", ylabel="accuracy")
     save(fig, path, legend_rows=2)
@@ -220,26 +221,26 @@ def plot_activations(model: nn.Module, images: np.ndarray, labels: np.ndarray, p
 SWEEP_STYLE = {"mobilenet": ("s", "tab:orange", "MobileNet-style network"), "vgg": ("o", "tab:blue", "plain CNN (VGG)")}
 
 
-def plot_size_sweep(sweep: list[dict], path: Path) -> None:
-    """Two scatter plots, parameters against held-out accuracy (int8 files, flip TTA): the MobileNet-style
-    networks (with the shipped compact model) and the plain CNNs, on the same axes' ranges."""
+def plot_size_sweep(sweep: list[dict], compact: dict, path: Path) -> None:
+    """Two scatter plots, parameters against held-out accuracy (flip TTA): the MobileNet-style networks as int8
+    files, with the shipped compact model for reference, and the plain CNNs as int8 files, on the same ranges."""
     fig, axes = plt.subplots(1, 2, figsize=(FULL, 2.6), sharey=True)
-    values, accs = [m["params"] for m in sweep], [100 * m["int8_val_acc_tta"] for m in sweep]
+    values = [m["params"] for m in sweep] + [compact["params"]]
+    accs = [100 * m["int8_val_acc_tta"] for m in sweep] + [100 * compact["val_acc_tta"]]
     ticks = [t for t in (1e4, 2e4, 5e4, 1e5, 2e5, 5e5) if min(values) / 1.5 <= t <= max(values) * 1.5]
     for ax, (arch, (marker, color, name)) in zip(axes, SWEEP_STYLE.items(), strict=True):
-        points = [m for m in sweep if m["arch"] == arch and m["name"] != "compact"]
+        points = [m for m in sweep if m["arch"] == arch]
         ax.scatter([m["params"] for m in points], [100 * m["int8_val_acc_tta"] for m in points], marker=marker,
                    color=color, s=22, label="short schedule (10 epochs)")
         for i, m in enumerate(sorted(points, key=lambda m: m["params"])):
             ax.annotate(m["name"], (m["params"], 100 * m["int8_val_acc_tta"]), fontsize=7, ha="center",
                         xytext=(0, 6 if i % 2 else -11), textcoords="offset points")
-        if arch == "mobilenet":
-            for m in (m for m in sweep if m["name"] == "compact"):
-                ax.scatter(m["params"], 100 * m["int8_val_acc_tta"], marker="*", color="tab:red", s=70,
-                           label="compact.q8 (80 epochs, distilled)")
+        if arch == compact["arch"]:
+            ax.scatter(compact["params"], 100 * compact["val_acc_tta"], marker="*", color="tab:red", s=70,
+                       label=f"{compact['name']} (distilled, longer)")
         ax.set(xscale="log", xlabel="parameters", title=name, xlim=(min(values) / 1.6, max(values) * 1.6))
         ax.set_xticks(ticks, [f"{t / 1000:.0f}k" for t in ticks])  # 1-2-5 steps: a log axis one can read off
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(frameon=False, loc="upper left")
-    axes[0].set(ylabel="held-out accuracy, int8 (%)", ylim=(min(accs) - 2.5, max(accs) + 1.5))  # room for the labels
+    axes[0].set(ylabel="held-out accuracy (%)", ylim=(min(accs) - 2.5, max(accs) + 1.5))  # room for the labels
     save(fig, path)

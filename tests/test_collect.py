@@ -97,13 +97,25 @@ def test_each_released_file_has_the_one_training_history_it_came_from() -> None:
         assert history.suffix == ".json" and "runs" in history.parts
 
 
-def test_the_speed_logs_name_their_models_and_the_default_has_one() -> None:
-    logs = collect.speed_logs()
-    assert all(set(s["models"]) <= {*collect.released_networks(), "compact.q8"} for s in logs)
-    assert any(sorted(s["models"]) == sorted(collect.default_models()) for s in logs)
-    best = [s for s in logs if s["command"].endswith("--best")]
-    assert best and all(s["models"] == collect.released_networks() for s in best)
-    assert all(s["python"] and s["torch"] and s["seconds"] > 0 for s in logs)
+def test_a_speed_log_names_each_option_s_models_and_an_unfinished_run_counts_as_none() -> None:
+    header = ("torch 2.14.1, 2 threads, python 3.11.7; Some CPU, flags: avx2\n"
+              "reference: r.q8; default: a.q8, b.q8, c.q8; fast: a.q8, b.q8; flip views; test.csv.gz\n")
+    done = ("$ ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python -m bench.speed   # abc\n" + header
+            + "reference    20.0 s   1.00x the reference  (min 19.0, max 21.0, n=3; byte-identical: True)\n"
+            + "fast         50.5 s   2.52x the reference  (min 50.0, max 52.0, n=3; byte-identical: False)\n")
+    unfinished = "$ .venv/bin/python -m bench.speed\n" + header
+    runs = collect.speed_runs(done + unfinished, "runs/speed/x.log")
+    assert len(runs) == 1 and runs[0]["isa"] == "AVX2" and runs[0]["python"] == "3.11.7"
+    assert runs[0]["options"]["fast"] == {"models": ["a.q8", "b.q8"], "seconds": 50.5, "ratio": 2.52, "min": 50.0,
+                                          "max": 52.0, "n": 3, "identical": False}
+    assert runs[0]["options"]["reference"]["models"] == ["r.q8"]
+
+
+def test_the_committed_speed_logs_name_released_models() -> None:
+    for run in collect.speed_logs():
+        assert run["torch"] and run["python"] and run["cpu"]
+        for option in run["options"].values():
+            assert set(option["models"]) <= {*collect.released_networks(), collect.COMPACT} and option["seconds"] > 0
 
 
 def test_the_hw8_folder_size_is_the_last_du_of_its_log() -> None:
