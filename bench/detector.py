@@ -2,13 +2,15 @@
 held-out FER2013 faces: the boxes it draws, the faces it finds, and the seconds it takes.
 
   python -m bench.detector --photos scikit_image-*.whl [--train ../shared/fer2013/train.csv.gz] [--pictures 10]
+                           [--thresholds 0.6 0.7 0.7]
 
 Photos: scikit-image's sample pictures (skimage/data in its wheel: `pip download --no-deps --only-binary=:all:
 scikit-image`; a folder of the same files works too), read from the wheel without installing it. Two of them
 hold a face (FACES: a point inside each, marked by hand); every other box is a false one. Mosaics: 10 x 10
 held-out faces a picture, as bench/faces_grid.py builds them (the same faces, 144 pixels, flat grey); a face
 is found when a box is centred in its cell, and every other box is extra. Both run faces.detect as `python
-faces.py picture` does (photo upsampling), on the threads PyTorch takes by default.
+faces.py picture` does (photo upsampling), on the threads PyTorch takes by default; --thresholds tries
+other face probabilities for PNet, RNet and ONet than faces.DETECTION_THRESHOLDS (such as the published ones).
 """
 
 import argparse
@@ -25,6 +27,7 @@ from PIL import Image
 import faces
 from bench.faces_grid import GRID, cell_of, grid_picture
 from dataset import duplicate_groups, read_faces, recorded_split
+from detector import MTCNN
 from model import load_model
 from predict import RELEASED_ENSEMBLE
 
@@ -45,17 +48,17 @@ def photos(source: Path) -> dict[str, np.ndarray]:
             if name.endswith(SUFFIXES) and name not in LEFT_OUT}
 
 
-def timed_detect(rgb: np.ndarray) -> tuple[list[faces.Detection], float]:
+def timed_detect(rgb: np.ndarray, cascade: MTCNN) -> tuple[list[faces.Detection], float]:
     start = time.perf_counter()
-    found = faces.detect(rgb, faces.PHOTO_UPSAMPLE)
+    found = faces.detect(rgb, faces.PHOTO_UPSAMPLE, cascade)
     return found, time.perf_counter() - start
 
 
-def on_photos(pictures: dict[str, np.ndarray]) -> None:
+def on_photos(pictures: dict[str, np.ndarray], cascade: MTCNN) -> None:
     false_free, false_faces, found_faces, times = 0, 0, 0, []
     print(f"photos: {len(pictures)} pictures, {sum(map(len, FACES.values()))} faces in {len(FACES)} of them")
     for name, rgb in pictures.items():
-        found, seconds = timed_detect(rgb)
+        found, seconds = timed_detect(rgb, cascade)
         times.append(seconds)
         marks = FACES.get(name, [])
         hit = [any(d.left <= x < d.right and d.top <= y < d.bottom for d in found) for x, y in marks]
@@ -73,7 +76,7 @@ def on_photos(pictures: dict[str, np.ndarray]) -> None:
           f"median {statistics.median(times) * 1000:.0f} ms a picture (max {max(times) * 1000:.0f})")
 
 
-def on_mosaics(train_csv: str, pictures: int) -> None:
+def on_mosaics(train_csv: str, pictures: int, cascade: MTCNN) -> None:
     data = read_faces(train_csv, require_labels=True)
     train_idx, val_idx = recorded_split(data, load_model(RELEASED_ENSEMBLE[0])[1]["split"])
     groups = duplicate_groups(data.images)
@@ -82,7 +85,7 @@ def on_mosaics(train_csv: str, pictures: int) -> None:
     counts, times = [], []
     for n in range(pictures):
         rgb, corners = grid_picture(data.images[chosen[n * GRID * GRID:(n + 1) * GRID * GRID]])
-        found, seconds = timed_detect(rgb)
+        found, seconds = timed_detect(rgb, cascade)
         cells = [cell_of((d.left, d.top, (d.right - d.left + d.bottom - d.top) / 2), corners) for d in found]
         hit = len({c for c in cells if c is not None})
         counts.append((hit, len(found) - hit))
@@ -99,14 +102,16 @@ def main() -> None:
     p.add_argument("--photos", required=True, type=Path, help="scikit-image's wheel, or a folder of its pictures")
     p.add_argument("--train", help="the training CSV, for the mosaics of held-out faces (none: photos only)")
     p.add_argument("--pictures", type=int, default=10, help="mosaics of 100 faces")
+    p.add_argument("--thresholds", type=float, nargs=3, default=faces.DETECTION_THRESHOLDS,
+                   help="face probabilities PNet, RNet and ONet keep")
     args = p.parse_args()
+    cascade = MTCNN.load(thresholds=tuple(args.thresholds))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; thresholds "
-          f"{faces.DETECTION_THRESHOLDS}; photo upsampling {faces.PHOTO_UPSAMPLE} (faces down to "
+          f"{tuple(args.thresholds)}; photo upsampling {faces.PHOTO_UPSAMPLE} (faces down to "
           f"{faces.SMALLEST_FACE / 2**faces.PHOTO_UPSAMPLE:.0f} pixels), pictures shrunk to {faces.DETECT_SIDE} a side")
-    faces.detect(np.zeros((64, 64, 3), np.uint8), 0)  # loads the nets before the first timing
-    on_photos(photos(args.photos))
+    on_photos(photos(args.photos), cascade)
     if args.train:
-        on_mosaics(args.train, args.pictures)
+        on_mosaics(args.train, args.pictures, cascade)
 
 
 if __name__ == "__main__":
