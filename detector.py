@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
-from torch.nn import functional
 from torchvision.ops import nms, roi_align
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -24,6 +24,8 @@ PYRAMID_FACTOR = 0.709  # each pyramid level's side against the one before: the 
 THRESHOLDS = (0.6, 0.7, 0.7)  # face probability that PNet, RNet and ONet keep: the published settings
 SCALE_IOU, PROPOSAL_IOU, REFINED_IOU = 0.5, 0.7, 0.7  # NMS within a pyramid level, over all levels, after RNet
 FINAL_MIN_OVERLAP = 0.7  # after ONet, a box inside another's 70 % (intersection over the smaller one) is dropped
+CROP_SAMPLES = 2  # samples a side in each output pixel of a crop: an area mean for shrinks up to 2x, 5x faster
+# than as many samples as the shrink (roi_align's adaptive count); larger shrinks skip pixels
 LANDMARKS = ("left eye", "right eye", "nose", "mouth left", "mouth right")  # ONet's order; left = picture's left
 
 
@@ -102,8 +104,9 @@ def weights_problem(folder: Path = WEIGHTS_DIR) -> str | None:
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """0..255 -> about -1..1, as the nets were trained."""
-    return (pixels - 127.5) / 128
+    """0..255 -> about -1..1, as the nets were trained; channels last, where the nets' max-pooling is several
+    times faster."""
+    return ((pixels - 127.5) / 128).contiguous(memory_format=torch.channels_last)
 
 
 def square(boxes: torch.Tensor) -> torch.Tensor:
@@ -148,7 +151,7 @@ def pyramid_scales(height: int, width: int, min_face: float) -> list[float]:
 def crops(image: torch.Tensor, boxes: torch.Tensor, side: int) -> torch.Tensor:
     """(N, 3, side, side) normalized crops of the boxes from image (1, 3, H, W); black past the picture's edge,
     as the original pads."""
-    patches = roi_align(image, [boxes[:, :4]], output_size=side, spatial_scale=1.0, sampling_ratio=-1,
+    patches = roi_align(image, [boxes[:, :4]], output_size=side, spatial_scale=1.0, sampling_ratio=CROP_SAMPLES,
                         aligned=True)
     return normalize(patches)
 
@@ -168,13 +171,17 @@ class MTCNN:
             net.load_state_dict(torch.load(folder / NET_FILES[name], map_location="cpu", weights_only=True))
         return cls(**nets, thresholds=thresholds)
 
-    def propose(self, image: torch.Tensor, min_face: float) -> torch.Tensor:
+    def propose(self, picture: Image.Image, min_face: float) -> torch.Tensor:
         """PNet over the pyramid: (N, 5) boxes (left, top, right, bottom, score), calibrated and squared."""
-        height, width = image.shape[-2:]
-        found = []
-        for scale in pyramid_scales(height, width, min_face):
-            level = functional.interpolate(image, size=(int(height * scale + 1), int(width * scale + 1)), mode="area")
-            probs, offsets = self.pnet(normalize(level))
+        found, source = [], picture
+        for scale in pyramid_scales(picture.height, picture.width, min_face):
+            # each level's pixel the mean of the pixels under it
+            level = source.resize((int(picture.width * scale + 1), int(picture.height * scale + 1)),
+                                  Image.Resampling.BOX)
+            if source is picture and level.width < picture.width:
+                source = level  # the smaller levels shrink this one: the picture is read once
+            pixels = torch.from_numpy(np.array(level)).permute(2, 0, 1)[None].float()
+            probs, offsets = self.pnet(normalize(pixels))
             rows, cols = torch.nonzero(probs[0] >= self.thresholds[0], as_tuple=True)
             if len(rows) == 0:
                 continue
@@ -212,7 +219,7 @@ class MTCNN:
         """The faces of an (H, W, 3) uint8 RGB picture down to min_face pixels wide: (N, 5) boxes (left, top,
         right, bottom, probability) and (N, 5, 2) landmarks (x, y) in LANDMARKS' order, best first."""
         image = torch.tensor(rgb, dtype=torch.float32).permute(2, 0, 1)[None]
-        boxes = self.propose(image, min_face)
+        boxes = self.propose(Image.fromarray(rgb), min_face)
         if len(boxes):
             boxes = self.refine(image, boxes)
         if not len(boxes):

@@ -47,7 +47,7 @@ def test_the_pyramid_starts_at_the_smallest_face_and_stops_at_the_window() -> No
 def test_a_pnet_cell_becomes_its_window_in_the_picture_moved_by_its_offsets() -> None:
     cascade = random_cascade(thresholds=(0.5, 0.5, 0.5))
     cascade.pnet = OneHotPNet(row=3, col=5, offsets=(0.1, 0.0, 0.1, 0.0))
-    boxes = cascade.propose(torch.zeros(1, 3, 200, 300), min_face=24)
+    boxes = cascade.propose(Image.new("RGB", (300, 200)), min_face=24)
     scale = 12 / 24
     left, top = 2 * 5 / scale, 2 * 3 / scale  # the window's corner: stride 2 in the level's pixels
     # the 24-pixel window, moved right by a tenth of its width, is already square
