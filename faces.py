@@ -6,12 +6,16 @@ its faces, classify it with predict.py's models, and draw the result on a copy o
 
 Writes DIR/faces.csv (one row per face: source, frame, the square the model saw in the source's pixels,
 the label and the seven probabilities) and an annotated copy of every picture and video. With no input
-it runs on the sample photo that matplotlib ships. Everything is written to a temporary folder inside
-DIR first and moved into place at the end, so a bad input leaves nothing half-written.
+it runs on the sample photo that matplotlib ships. Faces are found by MTCNN (detector.py). Everything is
+written to a temporary folder inside DIR first and moved into place at the end, so nothing is half-written;
+a file that cannot be read is named in one line and skipped, and the run then ends with how many there
+were and exit code 1 (2 when none could be read).
 """
 
 import argparse
 import csv
+import functools
+import os
 import shutil
 import sys
 import tempfile
@@ -20,10 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import cv2
-import dlib
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
@@ -31,26 +34,46 @@ from tqdm import tqdm
 
 import utils
 from dataset import CLASS_NAMES, SIDE, DataError
+from detector import MTCNN, weights_problem
 from predict import RELEASED, ensemble_proba, load_for_inference, model_file_problem, released
 from utils import keep_freed_memory
 
-# dlib's HOG box -> FER2013's frame of the face, and the detector's score threshold: fitted on upscaled
-# training faces of the released models' split by bench/faces_framing.py (runs/faces/framing.log).
-FRAMING = {"dx": 0.0, "dy": -0.078, "scale": 1.109, "threshold": -0.8}
-PHOTO_UPSAMPLE = 1  # dlib's upsampling for photos: faces down to about 40 pixels wide, at about 4x the work of 0
-VIDEO_UPSAMPLE = 0  # for video frames: faces of about 80 pixels and more, at frame rate
-OVERLAP_LIMIT = 0.3  # dlib keeps boxes that share up to half a face; two faces' boxes rarely share a third
+# FER2013's frame of a face from MTCNN's box (its centre moved by dx, dy of the box's width and height, its side
+# scale times the box's) and from its landmarks (their places in a frame of side 1: eyes, nose, mouth's corners):
+# fitted on upscaled training faces of the released models' split by bench/faces_framing.py (runs/faces/framing.log)
+FRAMING = {"dx": 0.016, "dy": -0.005, "scale": 1.073,
+           "landmarks": ((0.316, 0.389), (0.691, 0.383), (0.504, 0.6), (0.349, 0.785), (0.661, 0.78))}
+# face probability that PNet, RNet and ONet keep: PNet's and RNet's below the published 0.6 and 0.7 find more
+# held-out faces in mosaics (bench/detector.py); ONet's is the lowest whose boxes on no face stay within
+# bench/faces_framing.py's rule on its training sheets
+DETECTION_THRESHOLDS = (0.4, 0.4, 0.9)
+SMALLEST_FACE = 40  # pixels: the narrowest face searched for at upsampling 0; each step of upsampling halves it
+PHOTO_UPSAMPLE = 1  # photos: faces down to 20 pixels wide, at about 4x the work of 0
+VIDEO_UPSAMPLE = 0  # video frames: faces of 40 pixels and more, at frame rate
+OVERLAP_LIMIT = 0.3  # two faces' boxes rarely share a third of the smaller one; a second box on one face does
+AV_LOG_QUIET = -8  # FFmpeg's log level that prints nothing
+CROP_FILTER = Image.Resampling.BICUBIC  # shrinking a face to 48x48: sharper than bilinear, nearer FER's pixels
 DETECT_SIDE = 1280  # detection runs on pictures at most this long a side: big photos cost seconds otherwise
 MAX_ASPECT = 20  # a picture's long side over its short one: a panorama fits, a strip too thin for a face does not
 JPEG_REDUCTIONS = (1, 2, 4, 8)  # the scales, 1/n, at which libjpeg decodes a baseline JPEG without its full size
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 COLUMNS = ["source", "frame", "x", "y", "w", "h", "label", *(f"p_{name}" for name in CLASS_NAMES)]
-DETECTOR = dlib.get_frontal_face_detector()  # HOG + linear SVM, built into dlib: nothing to download
 
 
 class InputError(ValueError):
     """An input that cannot be read; the message is one line naming it."""
+
+
+class Detection(NamedTuple):
+    """One face the detector found, in the picture's pixels."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+    score: float  # the detector's face probability
+    landmarks: np.ndarray  # (5, 2) x, y of the eyes, the nose and the mouth's corners (detector.LANDMARKS)
 
 
 @dataclass
@@ -69,14 +92,23 @@ def sample_photo() -> Path:
     return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
-def detect(gray: np.ndarray, upsample: int, threshold: float = FRAMING["threshold"]) -> list[tuple[float, ...]]:
-    """dlib's frontal HOG detector: (left, top, right, bottom, score) per face in gray's pixels."""
-    scale = min(1.0, DETECT_SIDE / max(gray.shape))
-    small = gray if scale == 1.0 else np.asarray(Image.fromarray(gray).resize(
-        (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), Image.Resampling.BILINEAR))
-    boxes, scores, _ = DETECTOR.run(small, upsample, threshold)
-    return drop_overlaps([(b.left() / scale, b.top() / scale, (b.right() + 1) / scale, (b.bottom() + 1) / scale, s)
-                          for b, s in zip(boxes, scores, strict=True)])
+@functools.cache
+def face_detector() -> MTCNN:
+    """The MTCNN cascade, loaded on first use (main and serve_page check first that its weights are there)."""
+    return MTCNN.load(thresholds=DETECTION_THRESHOLDS)
+
+
+def detect(picture: np.ndarray, upsample: int, detector: MTCNN | None = None) -> list[Detection]:
+    """The faces of an RGB (H, W, 3) or gray (H, W) uint8 picture, down to SMALLEST_FACE / 2**upsample pixels
+    wide, best first, one detection per face."""
+    rgb = picture if picture.ndim == 3 else np.repeat(picture[:, :, None], 3, 2)
+    scale = min(1.0, DETECT_SIDE / max(rgb.shape[:2]))
+    if scale < 1.0:
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+    boxes, landmarks = (detector or face_detector()).detect(rgb, SMALLEST_FACE * scale / 2**upsample)
+    return drop_overlaps([Detection(*map(float, box[:4] / scale), float(box[4]), points / scale)
+                          for box, points in zip(boxes, landmarks, strict=True)])
 
 
 def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -88,41 +120,59 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return w * h / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
-def drop_overlaps(boxes: list[tuple[float, ...]], limit: float = OVERLAP_LIMIT) -> list[tuple[float, ...]]:
-    """Best score first, each box kept unless it overlaps a kept one by more than limit: one box per face."""
-    kept: list[tuple[float, ...]] = []
+def drop_overlaps(boxes: list[tuple], limit: float = OVERLAP_LIMIT) -> list[tuple]:
+    """Best score first, each box (left, top, right, bottom, score, ...) kept unless it overlaps a kept one by
+    more than limit: one box per face."""
+    kept: list[tuple] = []
     for box in sorted(boxes, key=lambda b: -b[4]):
         if all(overlap(box, other) <= limit for other in kept):
             kept.append(box)
     return kept
 
 
-def fer_frame(box: tuple[float, ...], framing: dict = FRAMING) -> tuple[int, int, int]:
-    """The square FER2013 would have cropped around a detector box: (x, y, side), rounded to pixels."""
+def box_frame(box: tuple, framing: dict) -> tuple[float, float, float]:
+    """FER2013's frame as the detector's box predicts it: (centre x, centre y, side)."""
     left, top, right, bottom = box[:4]
     w, h = right - left, bottom - top
-    side = (w + h) / 2 * framing["scale"]
     cx, cy = (left + right) / 2 + framing["dx"] * w, (top + bottom) / 2 + framing["dy"] * h
+    return cx, cy, (w + h) / 2 * framing["scale"]
+
+
+def landmark_frame(landmarks: np.ndarray, framing: dict) -> tuple[float, float, float]:
+    """FER2013's frame as the five landmarks predict it: the square whose copy of framing's template (the
+    landmarks' places in a frame of side 1) fits them best in least squares, scaled and moved, not turned."""
+    template = np.asarray(framing["landmarks"])
+    t, p = template - template.mean(0), landmarks - landmarks.mean(0)
+    side = float((p * t).sum() / (t * t).sum())
+    corner = landmarks.mean(0) - side * template.mean(0)
+    return float(corner[0]) + side / 2, float(corner[1]) + side / 2, side
+
+
+def fer_frame(detection: Detection, framing: dict = FRAMING) -> tuple[int, int, int]:
+    """The square FER2013 would have cropped around a face: (x, y, side), rounded to pixels. The mean of the
+    box's and the landmarks' predictions, whose errors are partly independent (bench/faces_framing.py)."""
+    (bx, by, bs), (lx, ly, ls) = box_frame(detection, framing), landmark_frame(detection.landmarks, framing)
+    side = max(float(np.sqrt(bs * ls)) if ls > 0 else bs, 1.0)  # a degenerate fit leaves the box's side
+    cx, cy = (bx + lx) / 2, (by + ly) / 2
     return round(cx - side / 2), round(cy - side / 2), max(round(side), 1)
 
 
 def crop(gray: Image.Image, frames: list[tuple[int, int, int]]) -> torch.Tensor:
     """(N, 1, 48, 48) uint8 faces; a frame reaching past the edge is filled black, as training's shifts are."""
-    faces = [np.asarray(gray.crop((x, y, x + s, y + s)).resize((SIDE, SIDE), Image.Resampling.BILINEAR))
-             for x, y, s in frames]
+    faces = [np.asarray(gray.crop((x, y, x + s, y + s)).resize((SIDE, SIDE), CROP_FILTER)) for x, y, s in frames]
     return torch.from_numpy(np.stack(faces)).view(-1, 1, SIDE, SIDE) if faces else torch.empty(0, 1, SIDE, SIDE)
 
 
-def classify(gray: Image.Image, boxes: list[tuple[float, ...]], models: list, tta: bool) -> list[Face]:
-    frames = [fer_frame(box) for box in boxes]
+def classify(gray: Image.Image, detections: list[Detection], models: list, tta: bool) -> list[Face]:
+    frames = [fer_frame(detection) for detection in detections]
     probs = ensemble_proba(models, crop(gray, frames), tta=tta) if frames else torch.empty(0, len(CLASS_NAMES))
     return [Face(frame, p.numpy()) for frame, p in zip(frames, probs, strict=True)]
 
 
 def find_faces(rgb: np.ndarray, models: list, upsample: int, tta: bool) -> list[Face]:
-    """Every face of one picture (H, W, 3 uint8), detected and classified on its gray version."""
+    """Every face of one picture (H, W, 3 uint8), detected in colour and classified on its gray version."""
     gray = Image.fromarray(rgb).convert("L")  # ITU-R 601 luma, as FER2013's grayscale faces
-    return classify(gray, detect(np.asarray(gray), upsample), models, tta)
+    return classify(gray, detect(rgb, upsample), models, tta)
 
 
 def draw(rgb: np.ndarray, faces: list[Face]) -> Image.Image:
@@ -216,17 +266,25 @@ def open_camera(index: int) -> cv2.VideoCapture:
     return cv2.VideoCapture(index)
 
 
+def quiet_opencv() -> None:
+    """OpenCV's own log lines ("[ WARN:0@0.1] global cap_v4l.cpp ... can't open camera by index") and FFmpeg's
+    ("[mjpeg @ 0x...] huffman table decode error") off: each failure is reported in one line of ours instead."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(AV_LOG_QUIET))  # read when the first video is opened
+
+
 def run_stream(capture: cv2.VideoCapture, source: str, out: Path, models: list, args: argparse.Namespace,
                total: int | None) -> list[list]:
     """The loop of videos and cameras alike: every frame detected, classified, drawn and written to out."""
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0  # a camera or a stream may not say; 25 plays at about real time
-    writer, table = None, []
+    writer, table, read = None, [], 0
     bar = tqdm(total=total, desc=source, unit="frame", disable=None, leave=False)
     try:
         for index in range(args.max_frames or sys.maxsize):
             ok, bgr = capture.read()
             if not ok:
                 break
+            read += 1
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             faces = find_faces(rgb, models, args.video_upsample, not args.no_tta)
             table += rows(source, index, faces)
@@ -237,7 +295,7 @@ def run_stream(capture: cv2.VideoCapture, source: str, out: Path, models: list, 
             writer.write(cv2.cvtColor(np.asarray(draw(rgb, faces)), cv2.COLOR_RGB2BGR))
             bar.update()
     except KeyboardInterrupt:  # a camera runs until interrupted: what was recorded is kept
-        print(f"{source}: stopped after {bar.n} frames", file=sys.stderr)
+        print(f"{source}: stopped after {read} frames", file=sys.stderr)
     finally:
         bar.close()
         capture.release()
@@ -245,18 +303,26 @@ def run_stream(capture: cv2.VideoCapture, source: str, out: Path, models: list, 
             writer.release()
     if writer is None:
         raise InputError(f"{source}: no frame could be read")
+    if total and read < total:
+        print(f"faces.py: warning: {source}: read {read} of its {total} frames (a truncated or damaged file?)",
+              file=sys.stderr)
     return table
 
 
 def inputs_of(names: list[str]) -> list[Path | int]:
-    """Paths of the pictures and videos named (a folder: the ones directly inside it), and camera indices."""
+    """Paths of the pictures and videos named (a folder: the ones directly inside it), and camera indices; a
+    missing path or a folder without pictures or videos is an InputError."""
     found = []
     for name in names:
         path = Path(name)
         if name.isdigit() and not path.exists():
             found.append(int(name))
         elif path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            if not inside:
+                raise InputError(f"{path}: a folder with no pictures or videos in it (looked for "
+                                 f"{', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))})")
+            found += inside
         elif path.is_file():
             found.append(path)
         else:
@@ -298,7 +364,10 @@ def process(source: Path | int, out: Path, models: list, args: argparse.Namespac
     faces = find_faces(rgb, models, args.upsample, not args.no_tta)
     if not faces:
         print(f"{source}: no face found", file=sys.stderr)
-    draw(rgb, faces).save(out)
+    try:
+        draw(rgb, faces).save(out)
+    except (OSError, ValueError) as e:  # a format's own limits, such as WebP's 16383 pixels a side
+        raise InputError(f"{source}: its annotated copy cannot be written as {out.suffix} ({e})") from None
     return rows(str(source), 0, faces)
 
 
@@ -313,10 +382,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ensemble", action="store_true", help="the released ensemble, "
                    f"{', '.join(RELEASED['default'])}: more accurate, about twice the time")
     p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
-    p.add_argument("--upsample", type=int, default=PHOTO_UPSAMPLE, help="photos: dlib's upsampling; 1 finds faces "
-                   "down to about 40 pixels wide; each step doubles the picture's side, so about 4x the work")
+    p.add_argument("--upsample", type=int, default=PHOTO_UPSAMPLE, help="photos: the detector's upsampling; 0 "
+                   f"finds faces down to {SMALLEST_FACE} pixels wide, each step half that size at about 4x the work")
     p.add_argument("--video-upsample", type=int, default=VIDEO_UPSAMPLE, help="videos and cameras: the same, kept "
-                   "at 0 for speed (faces of about 80 pixels and more)")
+                   f"at 0 for speed (faces of {SMALLEST_FACE} pixels and more)")
     p.add_argument("--max-frames", type=int, default=0, help="videos and cameras: stop after this many frames "
                    "(0: the whole video; a camera runs until Ctrl-C)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the models; 0: PyTorch's default")
@@ -355,6 +424,7 @@ def serve_page(args: argparse.Namespace) -> list[list]:
 
     serve.hand_back_big_buffers()  # before the models' threads start
     models = chosen_models(args)
+    face_detector()  # loaded before the first request, not during it
     try:
         serve.serve(models, args.host, args.port, tta=not args.no_tta)
     except OSError as e:  # the port is taken, or the address is not this machine's
@@ -362,11 +432,40 @@ def serve_page(args: argparse.Namespace) -> list[list]:
     return []
 
 
+def run_all(sources: list[Path | int], out: Path, models: list, args: argparse.Namespace) -> tuple[list[list], int]:
+    """Every input into a temporary folder inside out, each bad one named in one line and skipped; then the good
+    ones' annotated copies and faces.csv, each moved into out by a rename. Returns the rows and the number of
+    inputs that could not be read; when none could be, nothing is written."""
+    staging = Path(tempfile.mkdtemp(prefix=".faces-", dir=out))
+    try:
+        table, taken, copies, bad = [], set(), [], 0  # the rows, the copies' names in out, the failures
+        for source in tqdm(sources, desc="inputs", unit="file", disable=None if len(sources) > 1 else True):
+            name = output_name(source, taken)
+            try:
+                table += process(source, staging / name, models, args)
+                copies.append(name)
+            except InputError as e:
+                print(f"faces.py: skipped {e}", file=sys.stderr)
+                (staging / name).unlink(missing_ok=True)  # a video cut short
+                bad += 1
+        if copies:
+            with open(staging / "faces.csv", "w", newline="") as f:
+                csv.writer(f).writerows([COLUMNS, *table])
+            for name in [*copies, "faces.csv"]:
+                (staging / name).replace(out / name)
+        return table, bad
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> list[list]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     keep_freed_memory()  # no page faults on every batch's fresh tensors
+    quiet_opencv()
+    if weights_problem():
+        fail(weights_problem())
     if args.serve:
         if args.inputs:
             fail("--serve takes no inputs: the page sends them")
@@ -378,33 +477,28 @@ def main(argv: list[str] | None = None) -> list[list]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         fail(f"{out}: exists and is not a folder")
-    models = chosen_models(args)
     try:
         sources = inputs_of(names)
     except InputError as e:
         fail(str(e))
+    models = chosen_models(args)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    # everything goes to a temporary folder inside out, and moves into out once all inputs are done
-    staging = Path(tempfile.mkdtemp(prefix=".faces-", dir=out))
     try:
-        table, taken, copies = [], set(), []  # the rows, and the annotated copies' names in out
-        for source in tqdm(sources, desc="inputs", unit="file", disable=None if len(sources) > 1 else True):
-            copies.append(output_name(source, taken))
-            table += process(source, staging / copies[-1], models, args)
-        with open(staging / "faces.csv", "w", newline="") as f:
-            csv.writer(f).writerows([COLUMNS, *table])
-        for name in [*copies, "faces.csv"]:
-            (staging / name).replace(out / name)
-    except InputError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created:
-            out.rmdir()
-        fail(str(e))
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"{out}: cannot make the folder ({e.strerror or e})")
+    try:
+        table, bad = run_all(sources, out, models, args)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"faces: {len(table)} in {len(sources)} input(s); wrote {out / 'faces.csv'} and {len(copies)} annotated "
-          f"cop{'y' if len(copies) == 1 else 'ies'}")
+        if created and not any(out.iterdir()):
+            out.rmdir()
+    good = len(sources) - bad
+    if good:
+        print(f"faces: {len(table)} in {good} input(s); wrote {out / 'faces.csv'} and {good} annotated "
+              f"cop{'y' if good == 1 else 'ies'}")
+    if bad:
+        print(f"faces.py: {bad} of {len(sources)} files could not be read", file=sys.stderr)
+        sys.exit(1 if good else 2)
     return table
 
 

