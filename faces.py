@@ -2,7 +2,6 @@
 its faces, classify it with predict.py's models, and draw the result on a copy of the picture.
 
   python faces.py [photo | folder | video | camera-index ...] [--out faces_out] [--model PATH ...]
-  python faces.py --serve [--host 127.0.0.1] [--port 8000]     the live page: camera and photos in a browser
 
 Writes DIR/faces.csv (one row per face: source, frame, the square the model saw in the source's pixels,
 the label and the seven probabilities) and an annotated copy of every picture and video. With no input
@@ -94,7 +93,7 @@ def sample_photo() -> Path:
 
 @functools.cache
 def face_detector() -> MTCNN:
-    """The MTCNN cascade, loaded on first use (main and serve_page check first that its weights are there)."""
+    """The MTCNN cascade, loaded on first use (main and serve.main check first that its weights are there)."""
     return MTCNN.load(thresholds=DETECTION_THRESHOLDS)
 
 
@@ -389,12 +388,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=0, help="videos and cameras: stop after this many frames "
                    "(0: the whole video; a camera runs until Ctrl-C)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the models; 0: PyTorch's default")
-    g = p.add_argument_group("the live page (serve.py)")
-    g.add_argument("--serve", action="store_true", help="serve a page that shows the expressions of the faces in "
-                   "the browser's camera and in photos dropped on it; writes nothing")
-    g.add_argument("--host", default="127.0.0.1", help="address to listen on; another than 127.0.0.1 lets other "
-                   "machines send pictures")
-    g.add_argument("--port", type=int, default=8000, help="port to listen on; 0: any free one")
     return p.parse_args(argv)
 
 
@@ -417,19 +410,6 @@ def chosen_models(args: argparse.Namespace) -> list:
     if args.model and args.ensemble:
         fail("--ensemble and --model: choose one")
     return load_models(args.model or released("default" if args.ensemble else "fast"))
-
-
-def serve_page(args: argparse.Namespace) -> list[list]:
-    import serve  # only here: the server is one use of several
-
-    serve.hand_back_big_buffers()  # before the models' threads start
-    models = chosen_models(args)
-    face_detector()  # loaded before the first request, not during it
-    try:
-        serve.serve(models, args.host, args.port, tta=not args.no_tta)
-    except OSError as e:  # the port is taken, or the address is not this machine's
-        fail(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})")
-    return []
 
 
 def run_all(sources: list[Path | int], out: Path, models: list, args: argparse.Namespace) -> tuple[list[list], int]:
@@ -466,10 +446,6 @@ def main(argv: list[str] | None = None) -> list[list]:
     quiet_opencv()
     if weights_problem():
         fail(weights_problem())
-    if args.serve:
-        if args.inputs:
-            fail("--serve takes no inputs: the page sends them")
-        return serve_page(args)
     names = args.inputs
     if not names:
         names = [str(sample_photo())]

@@ -1,13 +1,14 @@
 """Live expressions in a browser: a local web page (web/) for the camera and for dropped photos; this server
 finds and classifies the faces of every picture the page sends, with faces.py's own code.
 
-  python faces.py --serve [--host 127.0.0.1] [--port 8000] [--model PATH ...]
+  python serve.py [--host 127.0.0.1] [--port 8000] [--model PATH ... | --ensemble] [--no-tta] [--threads N]
 
 The standard library's threading HTTP server: nothing to install beyond the project, no build step, and a
 start-up of the imports and the models only. The page sends one camera frame at a time and the next as soon
 as the answer is back, so the frame rate follows what the server keeps up with. Nothing is written to disk.
 """
 
+import argparse
 import ctypes
 import io
 import ipaddress
@@ -27,9 +28,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import torch
 
 import faces
-from utils import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+from detector import weights_problem
+from utils import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, fail
 
 WEB = Path(__file__).resolve().parent / "web"
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -455,3 +458,33 @@ def serve(models: list, host: str, port: int, tta: bool = True) -> None:
         pass
     finally:
         server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Serve the live page: the expressions of the faces in the browser's "
+                                "camera and in photos dropped on it; writes nothing.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; another than loopback lets other "
+                   "machines send pictures (a warning says so)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on; 0: any free one")
+    p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the released "
+                   "pair, as for faces.py)")
+    p.add_argument("--ensemble", action="store_true", help="the released ensemble: more accurate, half the frames")
+    p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for the models; 0: PyTorch's default")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if weights_problem():
+        fail("serve.py", weights_problem())
+    hand_back_big_buffers()  # before the models' threads start
+    models = faces.chosen_models(args)
+    faces.face_detector()  # loaded before the first request, not during it
+    try:
+        serve(models, args.host, args.port, tta=not args.no_tta)
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        fail("serve.py", f"cannot listen on {args.host}:{args.port} ({e.strerror or e})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""The live page (python faces.py --serve) timed and seen: start-up, per-frame latency, and the frame rate a
+"""The live page (python serve.py) timed and seen: start-up, per-frame latency, and the frame rate a
 real browser shows with a fake camera that plays the sample photo; a screenshot for the README.
 
   python -m bench.live_page [--frames 60] [--screenshot docs/live_page.jpg]
@@ -87,9 +87,9 @@ def open_browser(profile: Path, camera: Path | None = None, allow_camera: bool =
 
 
 def start_server(*flags: str, timeout: float = 60) -> tuple[subprocess.Popen, str, float]:
-    """faces.py --serve on a free port: the process, its address and the seconds until it said it."""
+    """serve.py on a free port: the process, its address and the seconds until it said it."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(ROOT / "faces.py"), "--serve", "--port", "0", *flags],
+    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--port", "0", *flags],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     deadline = start + timeout
     while time.perf_counter() < deadline:
@@ -100,7 +100,7 @@ def start_server(*flags: str, timeout: float = 60) -> tuple[subprocess.Popen, st
         if found:
             return process, found.group(1), time.perf_counter() - start
     process.kill()
-    raise RuntimeError(f"faces.py --serve did not start: {process.stdout.read()}")
+    raise RuntimeError(f"serve.py did not start: {process.stdout.read()}")
 
 
 def frame_latency(address: str, jpeg: bytes, frames: int) -> list[float]:

@@ -1,4 +1,4 @@
-"""The live page's server (python faces.py --serve) under a burst of worst-case pictures: its resident memory
+"""The live page's server (python serve.py) under a burst of worst-case pictures: its resident memory
 idle, at the peak of the burst and a few seconds after, and every answer's status.
 
   python -m bench.serve_memory [--posts 20] [--settle 5]

@@ -66,10 +66,11 @@ def fast_models() -> list[str]:
 
 
 def released_networks() -> list[str]:
-    """Every released network of weights/MANIFEST but the compact model."""
+    """Every released expression network of weights/MANIFEST (the .q8 files; the .pt are the face detector's)
+    but the compact model."""
     names = [line.split()[0] for line in (WEIGHTS / "MANIFEST").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
-    return [n for n in names if n != COMPACT]
+    return [n for n in names if n.endswith(".q8") and n != COMPACT]
 
 
 def key(names: list[str]) -> str:

@@ -176,11 +176,11 @@ def test_several_tabs_at_once_get_the_same_answers(server) -> None:
 
 def test_serve_takes_no_inputs_and_a_taken_port_is_one_line(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        faces.main(["--serve", "photo.jpg"])
-    assert exit_info.value.code == 2 and "--serve takes no inputs" in capsys.readouterr().err
+        serve.main(["photo.jpg"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: photo.jpg" in capsys.readouterr().err
     with serve.FaceServer(("127.0.0.1", 0), []) as taken:
         with pytest.raises(SystemExit) as exit_info:
-            faces.main(["--serve", "--port", str(taken.server_address[1]), "--model", released("compact")[0]])
+            serve.main(["--port", str(taken.server_address[1]), "--model", released("compact")[0]])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "cannot listen on 127.0.0.1:" in err
 
@@ -460,7 +460,7 @@ def need_browser() -> None:
 
 @pytest.fixture(scope="module")
 def page_server():
-    """python faces.py --serve, as a person starts it, on a free port."""
+    """python serve.py, as a person starts it, on a free port."""
     process, address, _ = live_page.start_server("--model", released("compact")[0])
     yield address
     process.kill()

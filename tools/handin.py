@@ -16,9 +16,9 @@ report.pdf; never the data.
 hw8: a folder as HW8's TAs take it (clone, move report.pdf out, run hw8_download.sh, measure everything with
 du --apparent-size --bytes: at most 250,000 bytes, the model file at most 225,000). HW8 allows compression
 written in Python on the network (pruning, quantisation) but no ready-made compressor, so the folder holds
-none: the compact model as quantized.py's k-bit file with its MANIFEST, hw8_download.sh (hw2_download.sh's
-checks), hw8_test.sh, hw8_train.sh, the Python modules they run as plain .py files, and a README.md that gives
-the Kaggle submission's sha256. The folder is built only if its hw8_test.sh, run on --test-csv, writes that
+none: the compact model as quantized.py's k-bit file with its MANIFEST, hw8_download.sh (its sha256 check),
+hw8_test.sh, hw8_train.sh, the Python modules they run as plain .py files, and a README.md that gives the
+Kaggle submission's sha256. The folder is built only if its hw8_test.sh, run on --test-csv, writes that
 submission byte for byte.
 """
 
@@ -57,6 +57,26 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 [ $# -ge 2 ] || { echo "usage: bash hw8_test.sh <test.csv> <pred.csv>" >&2; exit 2; }
 exec "${PYTHON:-python3}" "$here/predict.py" "$1" "$2" --model "$here/compact.q8" "${@:3}"
+"""
+HW8_DOWNLOAD = """#!/usr/bin/env bash
+# Check the model files against their sha256 in MANIFEST: bash hw8_download.sh
+# (they are kept in this folder; a missing or damaged one is restored from git where the folder is a clone)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+status=0
+while read -r file sha url; do
+  if [ -f "$here/$file" ] && [ "$(sha256sum "$here/$file" | cut -d' ' -f1)" = "$sha" ]; then
+    echo "ok        $file"; continue
+  fi
+  tmp="$(mktemp "$here/.$file.XXXXXX")"
+  if git -C "$here" show "HEAD:./$file" > "$tmp" 2>/dev/null && [ "$(sha256sum "$tmp" | cut -d' ' -f1)" = "$sha" ]; then
+    chmod 644 "$tmp"; mv -f "$tmp" "$here/$file"; echo "fetched   $file (restored from git)"
+  else
+    rm -f "$tmp"; status=1
+    echo "hw8_download.sh: $file: missing or damaged, and git holds no intact copy (clone the folder again)" >&2
+  fi
+done < "$here/MANIFEST"
+exit "$status"
 """
 HW8_TRAIN = """#!/usr/bin/env bash
 # Train the compact network and quantise it: bash hw8_train.sh <train.csv> [train.py flags]
@@ -175,8 +195,7 @@ def hw8_folder(report: Path, out: Path, submission: Path, test_csv: Path) -> Pat
         if not line:
             fail(f"weights/MANIFEST does not list {compact.name}")
         (staging / "MANIFEST").write_text(line[0] + "\n")
-        download = (ROOT / "hw2_download.sh").read_text().replace("hw2_download.sh", "hw8_download.sh")
-        write_executable(staging / "hw8_download.sh", download.replace('"$here/weights/MANIFEST"', '"$here/MANIFEST"'))
+        write_executable(staging / "hw8_download.sh", HW8_DOWNLOAD)
         write_executable(staging / "hw8_test.sh", HW8_TEST)
         write_executable(staging / "hw8_train.sh", HW8_TRAIN)
         for name in HW8_MODULES:

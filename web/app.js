@@ -25,7 +25,7 @@ async function findFaces(blob, kind, name) {
     const headers = { "Content-Type": blob.type || "application/octet-stream" };
     response = await fetch(`/api/faces?${query}`, { method: "POST", body: blob, headers });
   } catch {
-    throw new Error("The server cannot be reached: is faces.py --serve still running?");
+    throw new Error("The server cannot be reached: is serve.py still running?");
   }
   const answer = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
   if (!response.ok) throw new Error(answer.error);
