@@ -43,8 +43,8 @@ from utils import keep_freed_memory
 FRAMING = {"dx": 0.016, "dy": -0.005, "scale": 1.073,
            "landmarks": ((0.316, 0.389), (0.691, 0.383), (0.504, 0.6), (0.349, 0.785), (0.661, 0.78))}
 # face probability that PNet, RNet and ONet keep: PNet's and RNet's below the published 0.6 and 0.7 find more
-# held-out faces in mosaics (bench/detector.py); ONet's is the lowest whose boxes on no face stay within
-# bench/faces_framing.py's rule on its training sheets
+# held-out faces in mosaics (bench/detector.py); ONet's keeps boxes on no face near bench/faces_framing.py's rule
+# on its training sheets, where the next step up would lose more faces than false boxes (docs/faces.md)
 DETECTION_THRESHOLDS = (0.4, 0.4, 0.9)
 SMALLEST_FACE = 40  # pixels: the narrowest face searched for at upsampling 0; each step of upsampling halves it
 PHOTO_UPSAMPLE = 1  # photos: faces down to 20 pixels wide, at about 4x the work of 0
