@@ -45,8 +45,8 @@ WORK_SIDE = 2 * faces.DETECT_SIDE  # pictures are shrunk by a whole factor to at
 # sees at most half of it, the crops up to twice detection's detail
 UPLOADS_AT_ONCE = 8  # request bodies held at once (80 MB at most); more wait for one, then get a 503
 DECODES_AT_ONCE = 2  # pictures being decoded or classified, one at a time each: the next is decoded meanwhile
-MODEL_THREADS = 1  # PyTorch threads for the models: a request runs on a thread of its own, where a bigger pool is
-# slower than one, and the two pictures in work keep two cores busy
+MODEL_THREADS = 1  # PyTorch threads for the models: each request runs on a thread of its own, where a bigger pool
+# ran slower than one thread (docs/faces.md); the next picture's decoding takes the other core
 QUEUE_SECONDS = 10  # how long a request waits for either of those before its 503
 REQUEST_SECONDS = 30  # the whole of a request (line, headers, body) must arrive within this
 BIG_BUFFER_BYTES = 8 * 2**20  # a buffer this big gets pages of its own, unmapped when freed: a camera frame's are
