@@ -376,19 +376,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("inputs", nargs="*", help="photos, folders of them, videos, or camera indices (0: the first "
                    "camera); none: matplotlib's sample photo")
     p.add_argument("--out", default="faces_out", help="folder for faces.csv and the annotated copies")
-    p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
-                   f"released pair, {', '.join(RELEASED['fast'])}; {RELEASED['compact'][0]} is faster)")
-    p.add_argument("--ensemble", action="store_true", help="the released ensemble, "
-                   f"{', '.join(RELEASED['default'])}: more accurate, about twice the time")
-    p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
+    add_model_options(p, threads=0)
     p.add_argument("--upsample", type=int, default=PHOTO_UPSAMPLE, help="photos: the detector's upsampling; 0 "
                    f"finds faces down to {SMALLEST_FACE} pixels wide, each step half that size at about 4x the work")
     p.add_argument("--video-upsample", type=int, default=VIDEO_UPSAMPLE, help="videos and cameras: the same, kept "
                    f"at 0 for speed (faces of {SMALLEST_FACE} pixels and more)")
     p.add_argument("--max-frames", type=int, default=0, help="videos and cameras: stop after this many frames "
                    "(0: the whole video; a camera runs until Ctrl-C)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for the models; 0: PyTorch's default")
     return p.parse_args(argv)
+
+
+def add_model_options(p: argparse.ArgumentParser, threads: int) -> None:
+    """The options that choose the models and how they run, for faces.py and serve.py alike (chosen_models)."""
+    p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the "
+                   f"released pair, {', '.join(RELEASED['fast'])}; {RELEASED['compact'][0]} is faster)")
+    p.add_argument("--ensemble", action="store_true", help="the released ensemble, "
+                   f"{', '.join(RELEASED['default'])}: more accurate, about twice the time")
+    p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
+    p.add_argument("--threads", type=int, default=threads, help="CPU threads for the models; 0: PyTorch's default")
 
 
 fail = partial(utils.fail, "faces.py")  # one line on stderr, exit code 2
@@ -444,8 +449,9 @@ def main(argv: list[str] | None = None) -> list[list]:
         torch.set_num_threads(args.threads)
     keep_freed_memory()  # no page faults on every batch's fresh tensors
     quiet_opencv()
-    if weights_problem():
-        fail(weights_problem())
+    problem = weights_problem()
+    if problem:
+        fail(problem)
     names = args.inputs
     if not names:
         names = [str(sample_photo())]

@@ -469,17 +469,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; another than loopback lets other "
                    "machines send pictures (a warning says so)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on; 0: any free one")
-    p.add_argument("--model", action="append", help="a model file; repeat for an ensemble (default: the released "
-                   "pair, as for faces.py)")
-    p.add_argument("--ensemble", action="store_true", help="the released ensemble: more accurate, half the frames")
-    p.add_argument("--no-tta", action="store_true", help="skip horizontal-flip test-time augmentation")
-    p.add_argument("--threads", type=int, default=MODEL_THREADS, help="CPU threads for the models; 0: PyTorch's "
-                   "default")
+    faces.add_model_options(p, threads=MODEL_THREADS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if weights_problem():
-        fail("serve.py", weights_problem())
+    problem = weights_problem()
+    if problem:
+        fail("serve.py", problem)
     hand_back_big_buffers()  # before the models' threads start
     models = faces.chosen_models(args)
     faces.face_detector()  # loaded before the first request, not during it
